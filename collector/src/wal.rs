@@ -1,0 +1,487 @@
+//! The write-ahead log: nothing is acknowledged before it is here and fsynced.
+//!
+//! Layout: `<data_dir>/wal/<first-lsn, 20 digits>.wal` segment files of records
+//! `[magic u32][len u32][lsn u64][crc32 u32][payload; len]`, the CRC covering len, lsn and
+//! payload. LSNs increase by one per record (one record per export request).
+//!
+//! Key decisions:
+//! - **Group commit on one writer thread.** Requests queue their encoded payloads; the writer
+//!   drains the queue, writes everything, calls `fdatasync` once for all of them, then hands
+//!   the batches to the sink *in LSN order* and only then acknowledges. Because the sink sees
+//!   LSNs in order with no gaps, "everything up to LSN X is in the head" is always true, so a
+//!   single watermark (the catalog's checkpoint) decides both truncation and what replay skips.
+//! - **A failed fsync is fatal** for this WAL: the error is returned to every waiting request
+//!   and every later one; readiness turns false. It is never retried (the page cache may have
+//!   dropped the dirty pages: "fsyncgate").
+//! - **Damage is contained.** Replay reads each segment up to the first record whose header,
+//!   length or CRC is wrong, counts and logs the damage, truncates the segment there, and goes
+//!   on with the next segment. Start-up never fails because of a damaged tail.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tracelight_model::telemetry::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use tracelight_model::{BatchSink, SignalBatch};
+
+use crate::error::WalError;
+use crate::record;
+
+const MAGIC: u32 = 0x544c_5731; // "TLW1"
+const HEADER: usize = 20;
+/// Upper bound on one record; a length field above it is damage, not a record.
+pub const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// WAL settings.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    /// Start a new segment file once the current one is larger than this.
+    pub segment_bytes: u64,
+    /// At most this many bytes are appended per group commit before the fsync.
+    pub max_group_bytes: usize,
+    /// Skip fsync (benchmarks that measure everything but the disk). Never in production.
+    pub fsync: bool,
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub segments: u64,
+    pub records: u64,
+    /// Records at or below the checkpoint, already in Parquet, skipped.
+    pub skipped: u64,
+    pub rows: u64,
+    /// Places where a segment was damaged (torn tail, bad CRC, bad length, garbage).
+    pub damaged: u64,
+    /// Bytes cut off at damaged places.
+    pub damaged_bytes: u64,
+}
+
+struct Segment {
+    path: PathBuf,
+    last_lsn: u64,
+    bytes: u64,
+}
+
+struct Append {
+    payload: Vec<u8>,
+    batches: Vec<SignalBatch>,
+    reply: oneshot::Sender<Result<u64, WalError>>,
+}
+
+struct Metrics {
+    fsync_seconds: Arc<Histogram>,
+    appended_bytes: Arc<Counter>,
+    records: Arc<Counter>,
+    damaged: Arc<Counter>,
+    wal_bytes: Arc<Gauge>,
+    group_size: Arc<Histogram>,
+}
+
+struct Shared {
+    failed: AtomicBool,
+    /// Total bytes of all segment files.
+    bytes: AtomicU64,
+    /// Closed segments, oldest first; the active one is not in this list.
+    closed: Mutex<Vec<Segment>>,
+    metrics: Metrics,
+}
+
+/// Handle to the WAL; cheap to clone.
+#[derive(Clone)]
+pub struct Wal {
+    tx: mpsc::SyncSender<Append>,
+    shared: Arc<Shared>,
+}
+
+impl Wal {
+    /// Opens the WAL in `opts.dir`, replays every record above `checkpoint` into `sink`, and
+    /// starts the writer thread on a fresh segment.
+    pub fn open(
+        opts: WalOptions,
+        checkpoint: u64,
+        sink: Arc<dyn BatchSink>,
+        registry: &Registry,
+    ) -> Result<(Wal, ReplayStats), WalError> {
+        fs::create_dir_all(&opts.dir).map_err(|e| WalError::io("create WAL directory", &opts.dir, e))?;
+        let metrics = Metrics {
+            fsync_seconds: registry.histogram(
+                "tracelight_wal_fsync_seconds",
+                "Latency of one WAL group commit fsync.",
+                LATENCY_BUCKETS,
+            ),
+            appended_bytes: registry.counter("tracelight_wal_appended_bytes_total", "Bytes appended to the WAL."),
+            records: registry.counter("tracelight_wal_records_total", "Records (export requests) appended to the WAL."),
+            damaged: registry.counter(
+                "tracelight_wal_damaged_total",
+                "Damaged WAL places found at replay (torn tail, bad CRC, bad length).",
+            ),
+            wal_bytes: registry.gauge("tracelight_wal_bytes", "Bytes in WAL segment files."),
+            group_size: registry.histogram(
+                "tracelight_wal_group_records",
+                "Records per group commit.",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ),
+        };
+
+        let mut stats = ReplayStats::default();
+        let mut closed = Vec::new();
+        let mut max_lsn = checkpoint;
+        for (first_lsn, path) in list_segments(&opts.dir)? {
+            stats.segments += 1;
+            let seg = replay_segment(&path, first_lsn, checkpoint, &*sink, &mut stats)?;
+            max_lsn = max_lsn.max(seg.last_lsn);
+            if seg.bytes > 0 {
+                closed.push(seg);
+            }
+        }
+        metrics.damaged.add(stats.damaged);
+        let total: u64 = closed.iter().map(|s| s.bytes).sum();
+
+        let next_lsn = max_lsn + 1;
+        let (file, path) = create_segment(&opts.dir, next_lsn)?;
+        let shared = Arc::new(Shared {
+            failed: AtomicBool::new(false),
+            bytes: AtomicU64::new(total),
+            closed: Mutex::new(closed),
+            metrics,
+        });
+        shared.metrics.wal_bytes.set(total as i64);
+        // Bounded queue: when the disk falls behind, callers wait here (and time out upstream)
+        // instead of queueing unbounded memory.
+        let (tx, rx) = mpsc::sync_channel::<Append>(4096);
+        let writer = Writer {
+            opts,
+            rx,
+            sink,
+            shared: shared.clone(),
+            file: BufWriter::with_capacity(1 << 20, file),
+            path,
+            seg_bytes: 0,
+            next_lsn,
+            last_lsn: max_lsn,
+        };
+        std::thread::Builder::new()
+            .name("tracelight-wal".into())
+            .spawn(move || writer.run())
+            .map_err(|e| WalError::io("start WAL writer thread", Path::new("."), e))?;
+        Ok((Wal { tx, shared }, stats))
+    }
+
+    /// Appends the batches as one record, waits for the shared fsync, hands them to the sink,
+    /// and returns the record's LSN. Only then may the request be acknowledged.
+    pub async fn append(&self, batches: Vec<SignalBatch>) -> Result<u64, WalError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(WalError::Failed);
+        }
+        let payload = record::encode(&batches)?;
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.clone();
+        let msg = Append { payload, batches, reply };
+        // The queue is bounded; a full queue blocks, so send from a blocking-capable thread.
+        match tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(msg)) => {
+                tokio::task::spawn_blocking(move || tx.send(msg))
+                    .await
+                    .map_err(|_| WalError::Failed)?
+                    .map_err(|_| WalError::Failed)?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(WalError::Failed),
+        }
+        rx.await.map_err(|_| WalError::Failed)?
+    }
+
+    /// Whether the WAL still accepts writes (false after a failed fsync).
+    pub fn healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Bytes currently held in WAL segments.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Deletes closed segments whose records are all at or below `lsn` (durable elsewhere).
+    pub fn truncate_through(&self, lsn: u64) -> usize {
+        let mut closed = self.shared.closed.lock();
+        let mut removed = 0;
+        while let Some(seg) = closed.first() {
+            if seg.last_lsn > lsn {
+                break;
+            }
+            match fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %seg.path.display(), error = %e, "could not delete WAL segment; will retry");
+                    break;
+                }
+            }
+            self.shared.bytes.fetch_sub(seg.bytes, Ordering::Relaxed);
+            closed.remove(0);
+            removed += 1;
+        }
+        self.shared.metrics.wal_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
+        removed
+    }
+}
+
+struct Writer {
+    opts: WalOptions,
+    rx: mpsc::Receiver<Append>,
+    sink: Arc<dyn BatchSink>,
+    shared: Arc<Shared>,
+    file: BufWriter<File>,
+    path: PathBuf,
+    seg_bytes: u64,
+    next_lsn: u64,
+    last_lsn: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut group: Vec<Append> = Vec::new();
+        while let Ok(first) = self.rx.recv() {
+            let mut group_bytes = first.payload.len();
+            group.push(first);
+            while group_bytes < self.opts.max_group_bytes {
+                match self.rx.try_recv() {
+                    Ok(a) => {
+                        group_bytes += a.payload.len();
+                        group.push(a);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+        // All senders gone: the server is shutting down. Everything acknowledged is synced.
+    }
+
+    fn commit(&mut self, group: &mut Vec<Append>) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            for a in group.drain(..) {
+                let _ = a.reply.send(Err(WalError::Failed));
+            }
+            return;
+        }
+        let first_lsn = self.next_lsn;
+        let result = self.write_group(group).and_then(|written| {
+            let t = Instant::now();
+            self.file.flush()?;
+            if self.opts.fsync {
+                self.file.get_ref().sync_data()?;
+            }
+            self.shared.metrics.fsync_seconds.observe(t.elapsed().as_secs_f64());
+            Ok(written)
+        });
+        match result {
+            Ok(written) => {
+                self.seg_bytes += written;
+                self.shared.bytes.fetch_add(written, Ordering::Relaxed);
+                self.shared.metrics.appended_bytes.add(written);
+                self.shared.metrics.records.add(group.len() as u64);
+                self.shared.metrics.group_size.observe(group.len() as f64);
+                self.shared.metrics.wal_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
+                for (i, a) in group.drain(..).enumerate() {
+                    let lsn = first_lsn + i as u64;
+                    self.sink.consume(lsn, a.batches);
+                    let _ = a.reply.send(Ok(lsn));
+                }
+                self.last_lsn = self.next_lsn - 1;
+                if self.seg_bytes >= self.opts.segment_bytes
+                    && let Err(e) = self.rotate()
+                {
+                    self.fail(&format!("WAL segment rotation failed: {e}"));
+                }
+            }
+            Err(e) => {
+                self.fail(&format!("WAL write or fsync failed: {e}"));
+                for a in group.drain(..) {
+                    let _ = a.reply.send(Err(WalError::Failed));
+                }
+            }
+        }
+    }
+
+    fn fail(&self, why: &str) {
+        tracing::error!("{why}; refusing all further ingest until restart");
+        self.shared.failed.store(true, Ordering::Release);
+    }
+
+    fn write_group(&mut self, group: &[Append]) -> io::Result<u64> {
+        let mut written = 0u64;
+        for a in group {
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            let header = header_for(lsn, &a.payload);
+            self.file.write_all(&header)?;
+            self.file.write_all(&a.payload)?;
+            written += (HEADER + a.payload.len()) as u64;
+        }
+        Ok(written)
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let (file, path) = create_segment(&self.opts.dir, self.next_lsn)?;
+        let old = std::mem::replace(&mut self.file, BufWriter::with_capacity(1 << 20, file));
+        drop(old);
+        let old_path = std::mem::replace(&mut self.path, path);
+        self.shared.closed.lock().push(Segment { path: old_path, last_lsn: self.last_lsn, bytes: self.seg_bytes });
+        self.seg_bytes = 0;
+        Ok(())
+    }
+}
+
+fn header_for(lsn: u64, payload: &[u8]) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&lsn.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[4..16]);
+    crc.update(payload);
+    h[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    h
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list WAL directory", dir, e))? {
+        let entry = entry.map_err(|e| WalError::io("list WAL directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+        if let Ok(lsn) = stem.parse::<u64>() {
+            out.push((lsn, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn create_segment(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf), WalError> {
+    let path = dir.join(segment_name(first_lsn));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| WalError::io("create WAL segment", &path, e))?;
+    // The new name must be durable before records in it are acknowledged.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| WalError::io("sync WAL directory", dir, e))?;
+    Ok((file, path))
+}
+
+/// Reads one segment, feeding records above `checkpoint` to the sink; cuts it at the first
+/// damaged record.
+fn replay_segment(
+    path: &Path,
+    first_lsn: u64,
+    checkpoint: u64,
+    sink: &dyn BatchSink,
+    stats: &mut ReplayStats,
+) -> Result<Segment, WalError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| WalError::io("open WAL segment", path, e))?;
+    let len = file.metadata().map_err(|e| WalError::io("stat WAL segment", path, e))?.len();
+    let mut data = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut data).map_err(|e| WalError::io("read WAL segment", path, e))?;
+
+    let mut pos = 0usize;
+    let mut last_lsn = first_lsn.saturating_sub(1);
+    let mut damage: Option<String> = None;
+    while pos < data.len() {
+        match parse_record(&data[pos..], last_lsn) {
+            Ok((lsn, payload)) => {
+                stats.records += 1;
+                if lsn <= checkpoint {
+                    stats.skipped += 1;
+                } else {
+                    match record::decode(payload) {
+                        Ok(batches) => {
+                            stats.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                            sink.consume(lsn, batches);
+                        }
+                        Err(e) => {
+                            // The CRC matched, so this is a format bug rather than disk damage;
+                            // still, never refuse to start over it.
+                            damage = Some(format!("record {lsn} failed to decode: {e}"));
+                            break;
+                        }
+                    }
+                }
+                last_lsn = lsn;
+                pos += HEADER + payload.len();
+            }
+            Err(why) => {
+                damage = Some(why);
+                break;
+            }
+        }
+    }
+    if let Some(why) = damage {
+        let cut = data.len() - pos;
+        stats.damaged += 1;
+        stats.damaged_bytes += cut as u64;
+        tracing::warn!(
+            segment = %path.display(),
+            offset = pos,
+            bytes_dropped = cut,
+            "WAL damage found ({why}); keeping the {pos} bytes before it"
+        );
+        file.set_len(pos as u64)
+            .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| WalError::io("truncate damaged WAL segment", path, e))?;
+    }
+    if pos == 0 {
+        // Nothing valid in it (an unused segment from an earlier run, or damage at byte 0):
+        // remove it so its name can be reused by the new active segment.
+        fs::remove_file(path).map_err(|e| WalError::io("remove empty WAL segment", path, e))?;
+    }
+    Ok(Segment { path: path.to_path_buf(), last_lsn, bytes: pos as u64 })
+}
+
+/// Parses one record at the start of `buf`: `(lsn, payload)` or why it is damaged.
+fn parse_record(buf: &[u8], prev_lsn: u64) -> Result<(u64, &[u8]), String> {
+    if buf.len() < HEADER {
+        return Err(format!("torn header: {} bytes left", buf.len()));
+    }
+    let magic = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+    if magic != MAGIC {
+        return Err(format!("bad magic {magic:#010x}"));
+    }
+    let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
+    if len > MAX_RECORD_BYTES {
+        return Err(format!("bad length {len}"));
+    }
+    if buf.len() < HEADER + len {
+        return Err(format!("torn record: needs {} bytes, {} left", HEADER + len, buf.len()));
+    }
+    let lsn = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    let stored = u32::from_le_bytes(buf[16..20].try_into().unwrap());
+    let payload = &buf[HEADER..HEADER + len];
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&buf[4..16]);
+    crc.update(payload);
+    if crc.finalize() != stored {
+        return Err(format!("bad CRC in record {lsn}"));
+    }
+    if lsn <= prev_lsn {
+        return Err(format!("LSN {lsn} does not follow {prev_lsn}"));
+    }
+    Ok((lsn, payload))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! WAL tests: replay, truncation, group commit order, and the corruption matrix of
+//! shared/TESTPLAN.md §B3.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tracelight_model::telemetry::Registry;
+use tracelight_model::{BatchSink, SignalBatch, SinkError, Tenant};
+
+use super::*;
+use crate::decode::{self, DecodeContext, Format, ItemLimits};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(u64, usize)>>);
+
+impl BatchSink for Recorder {
+    fn admit(&self, _: usize) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn consume(&self, lsn: u64, batches: Vec<SignalBatch>) {
+        self.0.lock().push((lsn, batches.iter().map(|b| b.num_rows()).sum()));
+    }
+}
+
+fn logs(n: usize, tag: &str) -> Vec<SignalBatch> {
+    let records: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"timeUnixNano":"1700000000000000000","body":{{"stringValue":"{tag}-{i}"}}}}"#))
+        .collect();
+    let body = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, records.join(","));
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: 0, limits: ItemLimits::default() };
+    let d = decode::decode_logs(body.as_bytes(), Format::Json, &ctx).unwrap();
+    assert_eq!(d.batch.num_rows(), n);
+    vec![d.batch]
+}
+
+fn opts(dir: &Path, segment_bytes: u64) -> WalOptions {
+    WalOptions { dir: dir.to_path_buf(), segment_bytes, max_group_bytes: 1 << 20, fsync: true }
+}
+
+fn open(dir: &Path, segment_bytes: u64, checkpoint: u64) -> (Wal, ReplayStats, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let (wal, stats) = Wal::open(opts(dir, segment_bytes), checkpoint, rec.clone(), &Registry::default()).unwrap();
+    (wal, stats, rec)
+}
+
+async fn write(dir: &Path, segment_bytes: u64, sizes: &[usize]) -> Vec<u64> {
+    let (wal, _, rec) = open(dir, segment_bytes, 0);
+    let mut lsns = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        lsns.push(wal.append(logs(*n, &format!("r{i}"))).await.unwrap());
+    }
+    assert_eq!(rec.0.lock().iter().map(|r| r.1).collect::<Vec<_>>(), sizes);
+    lsns
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| fs::metadata(p).unwrap().len() > 0).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn replays_every_record_in_order_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lsns = write(dir.path(), 1 << 30, &[3, 1, 4]).await;
+    assert_eq!(lsns, vec![1, 2, 3]);
+    let (wal, stats, rec) = open(dir.path(), 1 << 30, 0);
+    assert_eq!(*rec.0.lock(), vec![(1, 3), (2, 1), (3, 4)]);
+    assert_eq!((stats.records, stats.rows, stats.damaged, stats.skipped), (3, 8, 0, 0));
+    // New records continue after the replayed ones.
+    assert_eq!(wal.append(logs(1, "next")).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn checkpoint_skips_flushed_records_and_truncation_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny segments: every record rotates.
+    let (wal, _, _) = open(dir.path(), 1, 0);
+    for i in 0..5 {
+        wal.append(logs(2, &format!("r{i}"))).await.unwrap();
+    }
+    assert_eq!(segment_files(dir.path()).len(), 5);
+    assert_eq!(wal.truncate_through(3), 3);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    drop(wal);
+    let (_, stats, rec) = open(dir.path(), 1, 4);
+    assert_eq!(*rec.0.lock(), vec![(5, 2)]);
+    assert_eq!((stats.records, stats.skipped), (2, 1));
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, rec) = open(dir.path(), 1 << 30, 0);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let wal = wal.clone();
+        tasks.push(tokio::spawn(async move { wal.append(logs(1, &format!("c{i}"))).await.unwrap() }));
+    }
+    let mut lsns: Vec<u64> = Vec::new();
+    for t in tasks {
+        lsns.push(t.await.unwrap());
+    }
+    lsns.sort();
+    assert_eq!(lsns, (1..=64).collect::<Vec<_>>());
+    let seen: Vec<u64> = rec.0.lock().iter().map(|r| r.0).collect();
+    assert_eq!(seen, (1..=64).collect::<Vec<_>>(), "the sink sees LSNs in order, without gaps");
+}
+
+/// Damages the only segment in `dir` and returns how many of 4 records must survive.
+type Damage = fn(&Path) -> u64;
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment_files(dir).pop().unwrap()
+}
+
+fn torn_tail(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    let len = fs::metadata(&p).unwrap().len();
+    OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 7).unwrap();
+    3
+}
+
+fn flipped_byte_in_last_record(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    let mut data = fs::read(&p).unwrap();
+    let n = data.len();
+    data[n - 10] ^= 0x40;
+    fs::write(&p, data).unwrap();
+    3
+}
+
+fn bad_length_in_third_record(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    let mut data = fs::read(&p).unwrap();
+    // Walk to the third record's header.
+    let mut pos = 0;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += HEADER + len;
+    }
+    data[pos + 4..pos + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&p, data).unwrap();
+    2
+}
+
+fn garbage_appended(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    OpenOptions::new().append(true).open(&p).unwrap().write_all(b"\xde\xad\xbe\xef garbage after the last record").unwrap();
+    4
+}
+
+fn zero_page_appended(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    OpenOptions::new().append(true).open(&p).unwrap().write_all(&[0u8; 4096]).unwrap();
+    4
+}
+
+fn truncated_inside_first_header(dir: &Path) -> u64 {
+    let p = last_segment(dir);
+    OpenOptions::new().write(true).open(&p).unwrap().set_len(11).unwrap();
+    0
+}
+
+#[tokio::test]
+async fn damage_is_contained_counted_and_start_up_continues() {
+    let cases: &[(&str, Damage)] = &[
+        ("torn tail", torn_tail),
+        ("bad CRC", flipped_byte_in_last_record),
+        ("bad length", bad_length_in_third_record),
+        ("garbage", garbage_appended),
+        ("zero-filled page", zero_page_appended),
+        ("truncated file", truncated_inside_first_header),
+    ];
+    for (name, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1 << 30, &[2, 2, 2, 2]).await;
+        let survive = damage(dir.path());
+        let (wal, stats, rec) = open(dir.path(), 1 << 30, 0);
+        let got: Vec<u64> = rec.0.lock().iter().map(|r| r.0).collect();
+        assert_eq!(got, (1..=survive).collect::<Vec<_>>(), "{name}");
+        assert_eq!(stats.damaged, 1, "{name}: {stats:?}");
+        assert_eq!(stats.rows, 2 * survive, "{name}");
+        // The damaged part is cut off, so a second start finds no damage and the same rows.
+        let next = wal.append(logs(1, "after")).await.unwrap();
+        assert_eq!(next, survive + 1, "{name}");
+        drop(wal);
+        let (_, stats, rec) = open(dir.path(), 1 << 30, 0);
+        assert_eq!(stats.damaged, 0, "{name}");
+        assert_eq!(rec.0.lock().len() as u64, survive + 1, "{name}");
+    }
+}

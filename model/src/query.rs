@@ -1,0 +1,70 @@
+//! The query interface the web crate and the CLI call; the engine implements it.
+
+use serde::{Deserialize, Serialize};
+
+/// A read-only SQL query over `spans`, `logs` and `metrics`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub sql: String,
+    /// Inclusive lower bound on each table's time column, Unix nanoseconds.
+    #[serde(default)]
+    pub start_ns: Option<i64>,
+    /// Exclusive upper bound on each table's time column, Unix nanoseconds.
+    #[serde(default)]
+    pub end_ns: Option<i64>,
+    /// The tenant whose data the tables show; set by the caller from the request, never by
+    /// the query text.
+    #[serde(skip)]
+    pub tenant: Option<crate::Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// How much a query touched: every response says it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScanStats {
+    /// Time partitions (tenant/signal/day/hour) that survived pruning.
+    pub partitions: u64,
+    /// Parquet segments opened.
+    pub segments: u64,
+    /// Bytes of those segments (on-disk size).
+    pub segment_bytes: u64,
+    /// Rows read from the in-memory head.
+    pub head_rows: u64,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// True when more rows matched than the configured maximum; `rows` holds the first ones.
+    #[serde(default)]
+    pub truncated: bool,
+    pub stats: ScanStats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The caller's mistake: bad SQL, a refused statement, an unknown table.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query exceeded its time limit of {0} ms")]
+    Timeout(u64),
+    #[error("query exceeded its memory limit: {0}")]
+    ResourcesExhausted(String),
+    /// Our fault: storage or catalog failure. The message is for logs, not for callers.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[async_trait::async_trait]
+pub trait QueryService: Send + Sync {
+    async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError>;
+}

@@ -1,0 +1,182 @@
+//! SQL over tracelight's storage with DataFusion: the only crate that links DataFusion.
+//!
+//! Each query gets a fresh `SessionContext` on a shared runtime (memory pool with a hard
+//! limit) whose tables `spans`, `logs` and `metrics` are [`table::SignalTable`]s: catalog-pruned
+//! Parquet segments ∪ the in-memory head. User SQL is read-only (no DDL, DML, `COPY` or `SET`;
+//! URL tables are off), runs on a dedicated thread pool so ingest never waits on a query, and
+//! is cancelled at its timeout.
+
+pub mod json;
+pub mod table;
+pub mod timerange;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use parking_lot::Mutex;
+use tracelight_model::telemetry::{Histogram, LATENCY_BUCKETS, Registry};
+use tracelight_model::{QueryError, QueryRequest, QueryResult, QueryService, ScanStats, Signal, Tenant};
+use tracelight_storage::{Catalog, Head, SegmentStore};
+
+/// Query limits.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A query running longer is cancelled.
+    pub timeout: Duration,
+    /// Memory all running queries may hold together (joins, sorts, aggregations).
+    pub memory_limit: usize,
+    /// At most this many rows are returned; the result says when it was cut.
+    pub max_result_rows: usize,
+    /// Threads of the query pool.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_result_rows: 10_000, threads: 2 }
+    }
+}
+
+/// What a table scan needs to find its data.
+pub(crate) struct Sources {
+    pub catalog: Catalog,
+    pub head: Arc<Head>,
+    pub store: SegmentStore,
+    pub node: String,
+}
+
+/// The SQL engine; implements [`QueryService`].
+pub struct Engine {
+    sources: Arc<Sources>,
+    runtime: Arc<RuntimeEnv>,
+    pool: QueryPool,
+    config: EngineConfig,
+    query_seconds: Arc<Histogram>,
+}
+
+impl Engine {
+    pub fn new(
+        catalog: Catalog,
+        head: Arc<Head>,
+        store: SegmentStore,
+        node: String,
+        config: EngineConfig,
+        registry: &Registry,
+    ) -> Result<Engine, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let pool = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("tracelight-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the query pool: {e}")))?;
+        let pool = QueryPool(Some(pool));
+        Ok(Engine {
+            sources: Arc::new(Sources { catalog, head, store, node }),
+            runtime,
+            pool,
+            config,
+            query_seconds: registry.histogram("tracelight_query_seconds", "Duration of SQL queries.", LATENCY_BUCKETS),
+        })
+    }
+
+    fn context(&self, tenant: &Tenant, range: timerange::TimeRange, stats: &Arc<Mutex<ScanStats>>) -> Result<SessionContext, QueryError> {
+        let mut config = SessionConfig::new().with_target_partitions(self.config.threads.max(1)).with_information_schema(false);
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().execution.parquet.bloom_filter_on_read = true;
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        for signal in Signal::ALL {
+            let table = table::SignalTable::new(signal, tenant.clone(), range, self.sources.clone(), stats.clone());
+            ctx.register_table(signal.table(), Arc::new(table)).map_err(|e| QueryError::Internal(e.to_string()))?;
+        }
+        Ok(ctx)
+    }
+
+    async fn run(&self, req: QueryRequest) -> Result<QueryResult, QueryError> {
+        let started = Instant::now();
+        let tenant = req.tenant.clone().unwrap_or_default();
+        let range = timerange::TimeRange { start_ns: req.start_ns, end_ns: req.end_ns };
+        if let (Some(s), Some(e)) = (range.start_ns, range.end_ns)
+            && e <= s
+        {
+            return Err(QueryError::Invalid(format!("empty time range: end ({e}) is not after start ({s})")));
+        }
+        let stats = Arc::new(Mutex::new(ScanStats::default()));
+        let ctx = self.context(&tenant, range, &stats)?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let max = self.config.max_result_rows;
+        let sql = req.sql.clone();
+        let work = async move {
+            let df = ctx.sql_with_options(&sql, options).await?;
+            let df = df.limit(0, Some(max + 1))?;
+            let schema = df.schema().as_arrow().clone();
+            let batches = df.collect().await?;
+            Ok::<_, DataFusionError>((schema, batches))
+        };
+        let timeout = self.config.timeout;
+        let handle = self.pool.handle().spawn(async move { tokio::time::timeout(timeout, work).await });
+        let (schema, batches) = match handle.await {
+            Err(e) => return Err(QueryError::Internal(format!("query task failed: {e}"))),
+            Ok(Err(_elapsed)) => return Err(QueryError::Timeout(timeout.as_millis() as u64)),
+            Ok(Ok(Err(e))) => return Err(map_error(e)),
+            Ok(Ok(Ok(v))) => v,
+        };
+        let (columns, mut rows) = json::to_rows(&schema, &batches);
+        let truncated = rows.len() > max;
+        rows.truncate(max);
+        let mut stats = stats.lock().clone();
+        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.query_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(QueryResult { columns, rows, truncated, stats })
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryService for Engine {
+    async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError> {
+        self.run(request).await
+    }
+}
+
+/// The dedicated runtime queries execute on, so a heavy query never starves ingest.
+struct QueryPool(Option<tokio::runtime::Runtime>);
+
+impl QueryPool {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("pool lives until drop").handle()
+    }
+}
+
+impl Drop for QueryPool {
+    fn drop(&mut self) {
+        // The engine may be dropped inside another runtime, where blocking is not allowed.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Sorts DataFusion's errors into the caller's mistakes and ours.
+fn map_error(e: DataFusionError) -> QueryError {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+            QueryError::Invalid(e.find_root().to_string())
+        }
+        DataFusionError::Execution(m) => QueryError::Invalid(m.clone()),
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) | DataFusionError::ParquetError(_) => {
+            QueryError::Internal(e.to_string())
+        }
+        _ => QueryError::Invalid(e.find_root().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! `spans`, `logs` and `metrics` as DataFusion tables: catalog-pruned Parquet ∪ head.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+use parking_lot::Mutex;
+use tracelight_model::time::hour_of;
+use tracelight_model::{ScanStats, Signal, Tenant};
+
+use crate::Sources;
+use crate::timerange::TimeRange;
+
+pub struct SignalTable {
+    signal: Signal,
+    tenant: Tenant,
+    range: TimeRange,
+    sources: Arc<Sources>,
+    stats: Arc<Mutex<ScanStats>>,
+}
+
+impl fmt::Debug for SignalTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignalTable({}, {})", self.signal, self.tenant)
+    }
+}
+
+impl SignalTable {
+    pub(crate) fn new(signal: Signal, tenant: Tenant, range: TimeRange, sources: Arc<Sources>, stats: Arc<Mutex<ScanStats>>) -> Self {
+        SignalTable { signal, tenant, range, sources, stats }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SignalTable {
+    fn schema(&self) -> SchemaRef {
+        self.signal.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters are used for pruning (time range, Parquet statistics, bloom filters) and
+        // always evaluated again above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let range = self.range.narrow(self.signal.time_column(), filters);
+        let (start, end) = (range.start_ns.unwrap_or(i64::MIN), range.end_ns.unwrap_or(i64::MAX));
+        let (h0, h1) = if end <= start { (1, 0) } else { (hour_of(start), hour_of(end.saturating_sub(1))) };
+
+        // Head first: its snapshot says which catalog segments it overlaps.
+        let head = self.sources.head.snapshot(&self.tenant, self.signal, h0, h1);
+        let mut segments = if end <= start {
+            Vec::new()
+        } else {
+            self.sources
+                .catalog
+                .segments(&self.tenant, self.signal, range.start_ns, range.end_ns)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        };
+        segments.retain(|s| !(s.node == self.sources.node && s.flush_lsn >= head.overlap_from_lsn));
+
+        {
+            let mut st = self.stats.lock();
+            let mut hours: BTreeSet<i64> = segments.iter().map(|s| s.partition_hour).collect();
+            hours.extend(head_hours(&head.batches, self.signal));
+            st.partitions += hours.len() as u64;
+            st.segments += segments.len() as u64;
+            st.segment_bytes += segments.iter().map(|s| s.bytes).sum::<u64>();
+            st.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        }
+
+        let schema = self.signal.schema();
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !segments.is_empty() {
+            let urls = segments
+                .iter()
+                .map(|s| ListingTableUrl::parse(self.sources.store.root().join(&s.path).to_string_lossy()))
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
+            let listing = ListingTable::try_new(config)?;
+            plans.push(listing.scan(state, projection, filters, limit).await?);
+        }
+        if !head.batches.is_empty() || plans.is_empty() {
+            let mem = MemTable::try_new(schema, vec![head.batches])?;
+            plans.push(mem.scan(state, projection, filters, limit).await?);
+        }
+        UnionExec::try_new(plans)
+    }
+}
+
+fn head_hours(batches: &[datafusion::arrow::record_batch::RecordBatch], signal: Signal) -> BTreeSet<i64> {
+    use datafusion::arrow::array::{Array, TimestampNanosecondArray};
+    let mut out = BTreeSet::new();
+    for b in batches {
+        if let Some(t) = b.column_by_name(signal.time_column()).and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+            && !t.is_empty()
+        {
+            // A head batch lies within one hour (the head splits batches by hour).
+            out.insert(hour_of(t.value(0)));
+        }
+    }
+    out
+}

@@ -1,0 +1,300 @@
+//! The catalog (metastore): which Parquet segments exist and up to which WAL record they
+//! cover. SQLite by default, PostgreSQL by URL, through sqlx; the same SQL serves both
+//! (`$N` placeholders work in SQLite too).
+//!
+//! Schema changes are numbered, append-only files in `migrations/sqlite/` and
+//! `migrations/postgres/`, compiled into the binary and applied at start-up and by
+//! `tracelight migrate`. A migration that changed after it was applied is refused.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, raw_sql};
+use tracelight_model::{Signal, Tenant};
+
+use crate::error::StorageError;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+macro_rules! migration {
+    ($version:expr, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!("../../../migrations/sqlite/", $name, ".sql")),
+            postgres: include_str!(concat!("../../../migrations/postgres/", $name, ".sql")),
+        }
+    };
+}
+
+const MIGRATIONS: &[Migration] = &[migration!(1, "0001_segments")];
+
+/// One Parquet file as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    pub id: String,
+    pub node: String,
+    pub tenant: Tenant,
+    pub signal: Signal,
+    /// Hours since the Unix epoch.
+    pub partition_hour: i64,
+    /// Path inside the storage root.
+    pub path: String,
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The WAL checkpoint of the flush that wrote this segment.
+    pub flush_lsn: u64,
+    pub created_at_ns: i64,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the catalog database; cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    pool: Pool,
+    url_for_display: String,
+}
+
+/// Runs the same body against whichever pool this is.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Catalog {
+    /// Connects to `sqlite://path` (the file is created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Catalog, StorageError> {
+        let display = redact(url);
+        let pool = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StorageError::Config(format!("invalid catalog URL {display}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(parent) = opts.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StorageError::catalog(format!("connect to {display}"), e))?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|e| StorageError::catalog(format!("connect to {display}"), e))?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StorageError::Config(format!(
+                "unsupported catalog URL {display}: use sqlite://PATH or postgres://USER@HOST/DB"
+            )));
+        };
+        Ok(Catalog { pool, url_for_display: display })
+    }
+
+    /// The URL with any password removed, for logs.
+    pub fn display_url(&self) -> &str {
+        &self.url_for_display
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Applies pending migrations; returns the names applied now.
+    pub async fn migrate(&self) -> Result<Vec<String>, StorageError> {
+        const CREATE: &str = "CREATE TABLE IF NOT EXISTS _tracelight_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum BIGINT NOT NULL, applied_at_ns BIGINT NOT NULL)";
+        let mut applied_now = Vec::new();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin migration", e))?;
+            if self.is_postgres() {
+                // Several nodes may start at once; one migrates, the others wait.
+                raw_sql("SELECT pg_advisory_xact_lock(7302915)").execute(&mut *tx).await
+                    .map_err(|e| StorageError::catalog("lock for migration", e))?;
+            }
+            raw_sql(CREATE).execute(&mut *tx).await.map_err(|e| StorageError::catalog("create migrations table", e))?;
+            let rows = sqlx::query("SELECT version, checksum FROM _tracelight_migrations")
+                .fetch_all(&mut *tx).await.map_err(|e| StorageError::catalog("read migrations", e))?;
+            let done: Vec<(i64, i64)> = rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1))).collect();
+            for m in MIGRATIONS {
+                let sql = if self.is_postgres() { m.postgres } else { m.sqlite };
+                let sum = checksum(sql);
+                if let Some((_, stored)) = done.iter().find(|(v, _)| *v == m.version) {
+                    if *stored != sum {
+                        return Err(StorageError::Config(format!(
+                            "migration {} changed after it was applied; migrations are append-only", m.name)));
+                    }
+                    continue;
+                }
+                raw_sql(sql).execute(&mut *tx).await.map_err(|e| StorageError::catalog(format!("apply migration {}", m.name), e))?;
+                sqlx::query("INSERT INTO _tracelight_migrations (version, name, checksum, applied_at_ns) VALUES ($1, $2, $3, $4)")
+                    .bind(m.version).bind(m.name).bind(sum).bind(tracelight_model::time::now_ns())
+                    .execute(&mut *tx).await.map_err(|e| StorageError::catalog("record migration", e))?;
+                applied_now.push(m.name.to_string());
+            }
+            tx.commit().await.map_err(|e| StorageError::catalog("commit migration", e))?;
+        });
+        Ok(applied_now)
+    }
+
+    /// The WAL checkpoint of `node`: every record at or below it is in Parquet.
+    pub async fn wal_checkpoint(&self, node: &str) -> Result<u64, StorageError> {
+        let lsn: Option<i64> = on_pool!(self, pool => {
+            sqlx::query("SELECT wal_lsn FROM wal_checkpoints WHERE node = $1")
+                .bind(node).fetch_optional(pool).await
+                .map_err(|e| StorageError::catalog("read WAL checkpoint", e))?
+                .map(|r| r.get::<i64, _>(0))
+        });
+        Ok(lsn.unwrap_or(0) as u64)
+    }
+
+    /// Records new segments and moves the node's WAL checkpoint, atomically.
+    pub async fn commit_flush(&self, node: &str, segments: &[SegmentMeta], wal_lsn: u64) -> Result<(), StorageError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin flush commit", e))?;
+            for s in segments {
+                sqlx::query(
+                    "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
+                        row_count, byte_size, flush_lsn, created_at_ns)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&s.id).bind(&s.node).bind(s.tenant.as_str()).bind(s.signal.table()).bind(s.partition_hour)
+                .bind(&s.path).bind(s.min_time_ns).bind(s.max_time_ns).bind(s.rows as i64).bind(s.bytes as i64)
+                .bind(s.flush_lsn as i64).bind(s.created_at_ns)
+                .execute(&mut *tx).await.map_err(|e| StorageError::catalog("insert segment", e))?;
+            }
+            sqlx::query(
+                "INSERT INTO wal_checkpoints (node, wal_lsn) VALUES ($1, $2)
+                 ON CONFLICT (node) DO UPDATE SET wal_lsn = excluded.wal_lsn",
+            )
+            .bind(node).bind(wal_lsn as i64)
+            .execute(&mut *tx).await.map_err(|e| StorageError::catalog("move WAL checkpoint", e))?;
+            tx.commit().await.map_err(|e| StorageError::catalog("commit flush", e))?;
+        });
+        Ok(())
+    }
+
+    /// Segments of `tenant`/`signal` whose time range overlaps `[start_ns, end_ns)`; the partition
+    /// index prunes before the row's own min/max are compared.
+    pub async fn segments(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        start_ns: Option<i64>,
+        end_ns: Option<i64>,
+    ) -> Result<Vec<SegmentMeta>, StorageError> {
+        let start = start_ns.unwrap_or(i64::MIN);
+        let end = end_ns.unwrap_or(i64::MAX);
+        let (h0, h1) = (tracelight_model::time::hour_of(start), tracelight_model::time::hour_of(end.saturating_sub(1)));
+        let sql = "SELECT id, node, partition_hour, path, min_time_ns, max_time_ns, row_count, byte_size,
+                          flush_lsn, created_at_ns
+                   FROM segments
+                   WHERE tenant = $1 AND signal = $2 AND partition_hour BETWEEN $3 AND $4
+                     AND max_time_ns >= $5 AND min_time_ns < $6
+                   ORDER BY partition_hour, id";
+        let rows = on_pool!(self, pool => {
+            sqlx::query(sql).bind(tenant.as_str()).bind(signal.table()).bind(h0).bind(h1).bind(start).bind(end)
+                .fetch_all(pool).await.map_err(|e| StorageError::catalog("list segments", e))?
+                .into_iter()
+                .map(|r| SegmentMeta {
+                    id: r.get(0), node: r.get(1), tenant: tenant.clone(), signal, partition_hour: r.get(2),
+                    path: r.get(3), min_time_ns: r.get(4), max_time_ns: r.get(5), rows: r.get::<i64, _>(6) as u64,
+                    bytes: r.get::<i64, _>(7) as u64, flush_lsn: r.get::<i64, _>(8) as u64, created_at_ns: r.get(9),
+                })
+                .collect::<Vec<_>>()
+        });
+        Ok(rows)
+    }
+
+    /// Every segment path, for removing files that a crash left without a catalog row.
+    pub async fn all_segment_paths(&self) -> Result<Vec<String>, StorageError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("SELECT path FROM segments").fetch_all(pool).await
+                .map_err(|e| StorageError::catalog("list segment paths", e))?
+                .into_iter().map(|r| r.get::<String, _>(0)).collect()
+        }))
+    }
+
+    /// Distinct tenants that have segments.
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, StorageError> {
+        let names: Vec<String> = on_pool!(self, pool => {
+            sqlx::query("SELECT DISTINCT tenant FROM segments").fetch_all(pool).await
+                .map_err(|e| StorageError::catalog("list tenants", e))?
+                .into_iter().map(|r| r.get::<String, _>(0)).collect()
+        });
+        Ok(names.iter().filter_map(|n| Tenant::new(n).ok()).collect())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// FNV-1a of a migration's text, to notice edits to applied migrations.
+fn checksum(sql: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sql.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn both_databases_have_the_same_migrations() {
+        for m in MIGRATIONS {
+            assert!(!m.sqlite.trim().is_empty() && !m.postgres.trim().is_empty(), "{}", m.name);
+        }
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+    }
+}

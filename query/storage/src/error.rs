@@ -1,0 +1,22 @@
+//! Storage errors: named by what failed, not by the library that failed.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Config(String),
+    #[error("catalog: {what} failed: {source}")]
+    Catalog { what: String, source: sqlx::Error },
+    #[error("segment write failed: {0}")]
+    SegmentWrite(String),
+    #[error("object store: {what} failed: {source}")]
+    ObjectStore { what: String, source: object_store::Error },
+}
+
+impl StorageError {
+    pub fn catalog(what: impl Into<String>, source: sqlx::Error) -> StorageError {
+        StorageError::Catalog { what: what.into(), source }
+    }
+    pub fn store(what: impl Into<String>, source: object_store::Error) -> StorageError {
+        StorageError::ObjectStore { what: what.into(), source }
+    }
+}

@@ -1,0 +1,147 @@
+//! The flusher: head → Parquet segments → catalog row + WAL checkpoint (one transaction) →
+//! WAL truncation. Runs every `interval`, when the head asks, and once more at shutdown.
+//!
+//! Crash points and what they leave: before the catalog commit, at most an orphan Parquet file
+//! that no query sees and start-up deletes; after it, the WAL replays nothing at or below the
+//! new checkpoint, so nothing is duplicated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::watch;
+use tracelight_model::telemetry::{Counter, Histogram, LATENCY_BUCKETS, Registry};
+use tracelight_model::time::{now_ns, partition_dirs};
+
+use crate::catalog::{Catalog, SegmentMeta};
+use crate::error::StorageError;
+use crate::head::Head;
+use crate::segment::{self, SegmentStore};
+
+/// Called with the new WAL checkpoint after every successful flush.
+pub type CheckpointFn = Box<dyn Fn(u64) + Send + Sync>;
+
+pub struct Flusher {
+    head: Arc<Head>,
+    catalog: Catalog,
+    store: SegmentStore,
+    node: String,
+    interval: Duration,
+    on_checkpoint: CheckpointFn,
+    seq: AtomicU64,
+    flush_seconds: Arc<Histogram>,
+    segments_written: Arc<Counter>,
+    bytes_written: Arc<Counter>,
+    failures: Arc<Counter>,
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushStats {
+    pub segments: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub checkpoint: u64,
+}
+
+impl Flusher {
+    pub fn new(
+        head: Arc<Head>,
+        catalog: Catalog,
+        store: SegmentStore,
+        node: String,
+        interval: Duration,
+        on_checkpoint: CheckpointFn,
+        registry: &Registry,
+    ) -> Flusher {
+        Flusher {
+            head,
+            catalog,
+            store,
+            node,
+            interval,
+            on_checkpoint,
+            seq: AtomicU64::new(0),
+            flush_seconds: registry.histogram("tracelight_flush_seconds", "Duration of one head flush to Parquet.", LATENCY_BUCKETS),
+            segments_written: registry.counter("tracelight_segments_written_total", "Parquet segments written."),
+            bytes_written: registry.counter("tracelight_segment_bytes_written_total", "Bytes of Parquet segments written."),
+            failures: registry.counter("tracelight_flush_failures_total", "Flushes that failed and will be retried."),
+        }
+    }
+
+    /// Flushes on a timer and on demand until `shutdown` turns true, then flushes once more.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.head.flush_wanted() => {}
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.flush_once().await {
+                self.failures.inc();
+                tracing::error!(error = %e, "flush failed; the data stays in the head and the WAL, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        if let Err(e) = self.flush_once().await {
+            tracing::error!(error = %e, "final flush failed; the WAL still holds everything and replays it at start-up");
+        }
+    }
+
+    /// Writes everything in the head to Parquet and commits it. A no-op on an empty head.
+    pub async fn flush_once(&self) -> Result<FlushStats, StorageError> {
+        let Some(generation) = self.head.begin_flush() else { return Ok(FlushStats::default()) };
+        let started = Instant::now();
+        let checkpoint = generation.last_lsn;
+        let flush_id = format!("{:016x}{:04x}", now_ns(), self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff);
+        let store = self.store.clone();
+        let node = self.node.clone();
+        let g = generation.clone();
+        // Sorting and Parquet encoding are CPU work: keep them off the async workers.
+        let metas = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
+            let mut metas = Vec::with_capacity(g.partitions.len());
+            for (key, batches) in &g.partitions {
+                let enc = segment::encode(key.signal, batches)?;
+                let (day, hour) = partition_dirs(key.hour);
+                let salt: u32 = rand::rng().random();
+                let id = format!("{flush_id}-{salt:08x}");
+                let path = format!("{}/{}/{day}/{hour}/{id}.parquet", key.tenant, key.signal);
+                store.put(&path, &enc.bytes)?;
+                metas.push(SegmentMeta {
+                    id,
+                    node: node.clone(),
+                    tenant: key.tenant.clone(),
+                    signal: key.signal,
+                    partition_hour: key.hour,
+                    path,
+                    min_time_ns: enc.min_time_ns,
+                    max_time_ns: enc.max_time_ns,
+                    rows: enc.rows,
+                    bytes: enc.bytes.len() as u64,
+                    flush_lsn: checkpoint,
+                    created_at_ns: now_ns(),
+                });
+            }
+            Ok(metas)
+        })
+        .await
+        .map_err(|e| StorageError::SegmentWrite(format!("flush task panicked: {e}")))??;
+
+        self.catalog.commit_flush(&self.node, &metas, checkpoint).await?;
+        self.head.finish_flush();
+        (self.on_checkpoint)(checkpoint);
+
+        let stats = FlushStats {
+            segments: metas.len(),
+            rows: metas.iter().map(|m| m.rows).sum(),
+            bytes: metas.iter().map(|m| m.bytes).sum(),
+            checkpoint,
+        };
+        self.flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.segments_written.add(stats.segments as u64);
+        self.bytes_written.add(stats.bytes);
+        tracing::debug!(segments = stats.segments, rows = stats.rows, bytes = stats.bytes, checkpoint, "flushed");
+        Ok(stats)
+    }
+}

@@ -1,0 +1,207 @@
+//! The head: acknowledged rows not yet in Parquet, held in memory and visible to queries.
+//!
+//! Rows arrive from the WAL writer in LSN order with no gaps (see the collector's `wal`), so a
+//! generation of the head always holds a contiguous LSN range. A flush swaps the active
+//! generation out as the *flushing* one; both stay visible to queries until the catalog
+//! commit. Queries learn the first LSN of what they read from the head and skip catalog
+//! segments written from the same LSNs ([`HeadSnapshot::overlap_from_lsn`]), so a row is never
+//! counted twice nor missed while a flush is in progress.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, TimestampNanosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+use tracelight_model::telemetry::{Gauge, Registry};
+use tracelight_model::time::hour_of;
+use tracelight_model::{BatchSink, Signal, SignalBatch, SinkError, Tenant};
+
+/// Where rows of one tenant, signal and hour live.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey {
+    pub tenant: Tenant,
+    pub signal: Signal,
+    pub hour: i64,
+}
+
+/// A set of head rows covering a contiguous range of WAL records.
+#[derive(Debug, Default)]
+pub struct Generation {
+    pub partitions: BTreeMap<PartitionKey, Vec<RecordBatch>>,
+    pub rows: usize,
+    pub bytes: usize,
+    pub first_lsn: Option<u64>,
+    pub last_lsn: u64,
+}
+
+impl Generation {
+    fn is_empty(&self) -> bool {
+        self.first_lsn.is_none()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    active: Generation,
+    flushing: Option<Arc<Generation>>,
+}
+
+/// Head limits.
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
+    /// Refuse new requests (retryably) while the head holds more than this many bytes.
+    pub max_bytes: usize,
+    /// Ask for a flush once the active generation holds this many rows.
+    pub flush_rows: usize,
+}
+
+/// What a query reads from the head for one table.
+pub struct HeadSnapshot {
+    pub batches: Vec<RecordBatch>,
+    /// Catalog segments of this node with `flush_lsn >= overlap_from_lsn` hold rows that are
+    /// also in this snapshot and must be skipped. `u64::MAX` when the head is empty.
+    pub overlap_from_lsn: u64,
+}
+
+pub struct Head {
+    inner: RwLock<Inner>,
+    config: HeadConfig,
+    flush_wanted: Notify,
+    bytes_gauge: Arc<Gauge>,
+    rows_gauge: Arc<Gauge>,
+}
+
+impl Head {
+    pub fn new(config: HeadConfig, registry: &Registry) -> Head {
+        Head {
+            inner: RwLock::new(Inner::default()),
+            config,
+            flush_wanted: Notify::new(),
+            bytes_gauge: registry.gauge("tracelight_head_bytes", "Bytes of acknowledged rows held in memory, not yet in Parquet."),
+            rows_gauge: registry.gauge("tracelight_head_rows", "Rows held in memory, not yet in Parquet."),
+        }
+    }
+
+    /// Resolves when the head asks for a flush (row or memory threshold reached).
+    pub async fn flush_wanted(&self) {
+        self.flush_wanted.notified().await
+    }
+
+    /// Total bytes in the active and flushing generations.
+    pub fn bytes(&self) -> usize {
+        let inner = self.inner.read();
+        inner.active.bytes + inner.flushing.as_ref().map_or(0, |g| g.bytes)
+    }
+
+    /// Takes the generation to flush: the one a failed flush left behind, else the active one.
+    /// `None` when there is nothing to flush.
+    pub fn begin_flush(&self) -> Option<Arc<Generation>> {
+        let mut inner = self.inner.write();
+        if let Some(g) = &inner.flushing {
+            return Some(g.clone());
+        }
+        if inner.active.is_empty() {
+            return None;
+        }
+        let g = Arc::new(std::mem::take(&mut inner.active));
+        inner.flushing = Some(g.clone());
+        Some(g)
+    }
+
+    /// Drops the flushing generation once its segments are in the catalog.
+    pub fn finish_flush(&self) {
+        let mut inner = self.inner.write();
+        inner.flushing = None;
+        self.update_gauges(&inner);
+    }
+
+    /// Rows of `tenant`/`signal` in hours `[h0, h1]`.
+    pub fn snapshot(&self, tenant: &Tenant, signal: Signal, h0: i64, h1: i64) -> HeadSnapshot {
+        let inner = self.inner.read();
+        let lo = PartitionKey { tenant: tenant.clone(), signal, hour: h0 };
+        let hi = PartitionKey { tenant: tenant.clone(), signal, hour: h1 };
+        let mut batches = Vec::new();
+        let gens = inner.flushing.as_deref().into_iter().chain(std::iter::once(&inner.active));
+        let mut overlap_from_lsn = u64::MAX;
+        for g in gens {
+            if let Some(first) = g.first_lsn {
+                overlap_from_lsn = overlap_from_lsn.min(first);
+            }
+            if h0 <= h1 {
+                for (_, bs) in g.partitions.range(lo.clone()..=hi.clone()) {
+                    batches.extend(bs.iter().cloned());
+                }
+            }
+        }
+        HeadSnapshot { batches, overlap_from_lsn }
+    }
+
+    fn update_gauges(&self, inner: &Inner) {
+        let f = inner.flushing.as_deref();
+        self.bytes_gauge.set((inner.active.bytes + f.map_or(0, |g| g.bytes)) as i64);
+        self.rows_gauge.set((inner.active.rows + f.map_or(0, |g| g.rows)) as i64);
+    }
+}
+
+impl BatchSink for Head {
+    fn admit(&self, bytes: usize) -> Result<(), SinkError> {
+        let held = self.bytes();
+        if held + bytes > self.config.max_bytes {
+            self.flush_wanted.notify_one();
+            return Err(SinkError::Overloaded {
+                reason: format!("in-memory head holds {held} bytes, its bound is {}", self.config.max_bytes),
+                retry_after_secs: 2,
+            });
+        }
+        Ok(())
+    }
+
+    fn consume(&self, lsn: u64, batches: Vec<SignalBatch>) {
+        let mut parts: Vec<(PartitionKey, RecordBatch)> = Vec::new();
+        for b in batches {
+            split_by_hour(b, &mut parts);
+        }
+        let mut inner = self.inner.write();
+        let g = &mut inner.active;
+        for (key, batch) in parts {
+            g.rows += batch.num_rows();
+            g.bytes += batch.get_array_memory_size();
+            g.partitions.entry(key).or_default().push(batch);
+        }
+        g.first_lsn.get_or_insert(lsn);
+        g.last_lsn = lsn;
+        let want_flush = g.rows >= self.config.flush_rows || g.bytes >= self.config.max_bytes / 2;
+        self.update_gauges(&inner);
+        drop(inner);
+        if want_flush {
+            self.flush_wanted.notify_one();
+        }
+    }
+}
+
+/// Splits a batch into one batch per hour of its time column (usually just one).
+fn split_by_hour(b: SignalBatch, out: &mut Vec<(PartitionKey, RecordBatch)>) {
+    let n = b.batch.num_rows();
+    if n == 0 {
+        return;
+    }
+    let col = b.batch.column_by_name(b.signal.time_column()).expect("schema has its time column");
+    let times = col.as_any().downcast_ref::<TimestampNanosecondArray>().expect("time column is Timestamp(ns)");
+    let first = hour_of(times.value(0));
+    if times.values().iter().all(|t| hour_of(*t) == first) {
+        out.push((PartitionKey { tenant: b.tenant, signal: b.signal, hour: first }, b.batch));
+        return;
+    }
+    let mut hours: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
+    let per_row = hours.clone();
+    hours.sort_unstable();
+    hours.dedup();
+    for h in hours {
+        let mask = BooleanArray::from(per_row.iter().map(|x| *x == h).collect::<Vec<_>>());
+        let part = filter_record_batch(&b.batch, &mask).expect("mask has the batch's length");
+        out.push((PartitionKey { tenant: b.tenant.clone(), signal: b.signal, hour: h }, part));
+    }
+}

@@ -1,0 +1,147 @@
+//! Parquet segments: one file per (tenant, signal, hour) per flush, sorted by service then
+//! time, zstd, page statistics, and a bloom filter on `trace_id` so a lookup by trace skips
+//! row groups without reading them.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, TimestampNanosecondArray};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tracelight_model::Signal;
+
+use crate::error::StorageError;
+
+/// A Parquet file's bytes plus what the catalog needs to know about it.
+pub struct EncodedSegment {
+    pub bytes: Vec<u8>,
+    pub rows: u64,
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+}
+
+/// Concatenates, sorts and encodes `batches` (all of `signal`'s schema) into one Parquet file.
+pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment, StorageError> {
+    let schema = signal.schema();
+    let all = concat_batches(&schema, batches).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    let time = all.column_by_name(signal.time_column()).expect("time column").clone();
+    let service = all.column_by_name("service_name").expect("service_name column").clone();
+    let order = lexsort_to_indices(
+        &[SortColumn { values: service, options: None }, SortColumn { values: time, options: None }],
+        None,
+    )
+    .map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    let sorted = take_record_batch(&all, &order).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    drop(all);
+
+    let times = sorted
+        .column_by_name(signal.time_column())
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>().cloned())
+        .expect("time column is Timestamp(ns)");
+    let min_time_ns = times.values().iter().copied().min().unwrap_or(0);
+    let max_time_ns = times.values().iter().copied().max().unwrap_or(0);
+
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(256 * 1024));
+    if schema.field_with_name("trace_id").is_ok() {
+        props = props
+            .set_column_bloom_filter_enabled("trace_id".into(), true)
+            .set_column_bloom_filter_fpp("trace_id".into(), 0.01);
+    }
+    let mut bytes = Vec::with_capacity(sorted.get_array_memory_size() / 4);
+    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props.build()))
+        .map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    w.write(&sorted).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    w.close().map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+    Ok(EncodedSegment { bytes, rows: sorted.num_rows() as u64, min_time_ns, max_time_ns: max_time_ns.max(min_time_ns) })
+}
+
+/// Where segment files live. Only a local directory for now; object storage (`s3://`) is the
+/// scale-out step and is refused with a clear error until it is built.
+#[derive(Debug, Clone)]
+pub struct SegmentStore {
+    root: PathBuf,
+}
+
+impl SegmentStore {
+    /// Opens `file://PATH` (or a plain path), creating the directory.
+    pub fn open(url: &str) -> Result<SegmentStore, StorageError> {
+        let path = if let Some(p) = url.strip_prefix("file://") {
+            p
+        } else if url.contains("://") {
+            return Err(StorageError::Config(format!(
+                "storage URL {url:?} is not supported yet: only file:// (local disk) is built; object storage is planned"
+            )));
+        } else {
+            url
+        };
+        let root = PathBuf::from(path);
+        fs::create_dir_all(&root).map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+        let root = root.canonicalize().map_err(|e| StorageError::Config(format!("cannot resolve {}: {e}", root.display())))?;
+        Ok(SegmentStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An `object_store` view of the root, for the query engine.
+    pub fn object_store(&self) -> Result<Arc<dyn object_store::ObjectStore>, StorageError> {
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&self.root)
+            .map_err(|e| StorageError::store("open segment directory", e))?;
+        Ok(Arc::new(fs))
+    }
+
+    /// Writes a file durably: temp file, fsync, rename, fsync of the directory. A crash leaves
+    /// either nothing or the whole file (and at worst a `.tmp` that start-up removes).
+    pub fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.root.join(rel);
+        let dir = path.parent().expect("segment paths have a directory");
+        let io = |what: &str, e: std::io::Error| StorageError::SegmentWrite(format!("{what} {}: {e}", path.display()));
+        fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        let tmp = path.with_extension("parquet.tmp");
+        let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
+        f.write_all(bytes).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync directory of", e))?;
+        Ok(())
+    }
+
+    /// Every file under the root, as paths relative to it.
+    pub fn list(&self) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => return Err(StorageError::SegmentWrite(format!("list {}: {e}", dir.display()))),
+            };
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&self.root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        match fs::remove_file(self.root.join(rel)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::SegmentWrite(format!("delete {rel}: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! tracelight-web
