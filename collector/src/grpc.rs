@@ -1,9 +1,10 @@
 //! OTLP/gRPC receiver (tonic): TraceService, LogsService and MetricsService on one port.
 //!
-//! tonic decodes the message; conversion and everything after it is shared with HTTP. Two
+//! tonic decodes the message; conversion and everything after it is shared with HTTP. Three
 //! status mappings differ from tonic's defaults on purpose (shared/TESTPLAN.md §A7-8):
 //! an over-size message becomes `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`, which OTLP
-//! clients retry forever), and overload is `UNAVAILABLE` with a `RetryInfo` detail.
+//! clients retry forever), an undecodable one `INVALID_ARGUMENT` (tonic says `INTERNAL`, also
+//! retried), and overload is `UNAVAILABLE` with a `RetryInfo` detail.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsS
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -30,10 +33,10 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracelight_model::Signal;
 
-use crate::auth::bearer_allowed;
 use crate::decode::{self, DecodeContext, Decoded};
 use crate::error::IngestError;
 use crate::ingest::{ExportOutcome, Ingestor, TENANT_HEADER};
+use tracelight_model::auth::bearer_allowed;
 
 #[derive(Clone)]
 struct Receiver(Arc<Ingestor>);
@@ -94,7 +97,10 @@ fn to_status(e: IngestError) -> Status {
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
-    async fn export(&self, req: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let out = Receiver::export(self, req, Signal::Spans, decode::traces_to_arrow).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportTracePartialSuccess {
@@ -107,7 +113,10 @@ impl TraceService for Receiver {
 
 #[tonic::async_trait]
 impl LogsService for Receiver {
-    async fn export(&self, req: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let out = Receiver::export(self, req, Signal::Logs, decode::logs_to_arrow).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportLogsPartialSuccess {
@@ -120,7 +129,10 @@ impl LogsService for Receiver {
 
 #[tonic::async_trait]
 impl MetricsService for Receiver {
-    async fn export(&self, req: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let out = Receiver::export(self, req, Signal::Metrics, decode::metrics_to_arrow).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (out.rejected > 0).then(|| ExportMetricsPartialSuccess {
@@ -140,7 +152,7 @@ pub async fn serve(
     let limit = ingestor.config().max_request_bytes;
     let rx = Receiver(ingestor);
     tonic::transport::Server::builder()
-        .layer(tower::layer::layer_fn(OversizeStatus))
+        .layer(tower::layer::layer_fn(FixStatus))
         .add_service(
             TraceServiceServer::new(rx.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -163,16 +175,17 @@ pub async fn serve(
         .await
 }
 
-/// Rewrites tonic's `OUT_OF_RANGE` for an over-size request into `RESOURCE_EXHAUSTED`.
-/// tonic reports that error as a trailers-only response, so the status is in the headers.
+/// Rewrites two statuses tonic produces before our handler runs: `OUT_OF_RANGE` for an
+/// over-size request becomes `RESOURCE_EXHAUSTED`, and `INTERNAL` for an undecodable message
+/// becomes `INVALID_ARGUMENT`. tonic reports both as trailers-only responses, so the status is
+/// in the headers.
 #[derive(Clone)]
-struct OversizeStatus<S>(S);
+struct FixStatus<S>(S);
 
-const OUT_OF_RANGE: &str = "11";
-const RESOURCE_EXHAUSTED: &str = "8";
-const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large";
+const REWRITES: &[(&str, &str, &str)] =
+    &[("11", "Error, decoded message length too large", "8"), ("13", "failed to decode Protobuf message", "3")];
 
-impl<S, B, ResB> tower::Service<http::Request<B>> for OversizeStatus<S>
+impl<S, B, ResB> tower::Service<http::Request<B>> for FixStatus<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<ResB>> + Send,
     S::Future: Send + 'static,
@@ -190,12 +203,13 @@ where
         Box::pin(async move {
             let mut res = fut.await?;
             let h = res.headers_mut();
-            let oversize = h.get("grpc-status").is_some_and(|v| v == OUT_OF_RANGE)
-                && h.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| {
-                    percent_decode(m).starts_with(TOO_LARGE_PREFIX)
-                });
-            if oversize {
-                h.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
+            let status = h.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).map(percent_decode).unwrap_or_default();
+            if let Some(status) = status
+                && let Some((_, _, to)) =
+                    REWRITES.iter().find(|(from, prefix, _)| *from == status && message.starts_with(prefix))
+            {
+                h.insert("grpc-status", HeaderValue::from_static(to));
             }
             Ok(res)
         })

@@ -19,10 +19,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess
 use prost::Message;
 use tracelight_model::Signal;
 
-use crate::auth::bearer_allowed;
 use crate::decode::{self, DecodeContext, DecodeError, Decoded, Format};
 use crate::error::IngestError;
 use crate::ingest::{ExportOutcome, Ingestor, TENANT_HEADER};
+use tracelight_model::auth::bearer_allowed;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -42,36 +42,45 @@ pub fn router(ingestor: Arc<Ingestor>) -> Router {
 
 async fn traces(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&ing, Signal::Spans, &headers, body, decode::decode_traces, |o, f| {
-        encode(f, &ExportTraceServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: o.rejected as i64,
-                error_message: o.message.clone().unwrap_or_default(),
-            }),
-        })
+        encode(
+            f,
+            &ExportTraceServiceResponse {
+                partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: o.rejected as i64,
+                    error_message: o.message.clone().unwrap_or_default(),
+                }),
+            },
+        )
     })
     .await
 }
 
 async fn logs(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&ing, Signal::Logs, &headers, body, decode::decode_logs, |o, f| {
-        encode(f, &ExportLogsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: o.rejected as i64,
-                error_message: o.message.clone().unwrap_or_default(),
-            }),
-        })
+        encode(
+            f,
+            &ExportLogsServiceResponse {
+                partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
+                    rejected_log_records: o.rejected as i64,
+                    error_message: o.message.clone().unwrap_or_default(),
+                }),
+            },
+        )
     })
     .await
 }
 
 async fn metrics(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&ing, Signal::Metrics, &headers, body, decode::decode_metrics, |o, f| {
-        encode(f, &ExportMetricsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: o.rejected as i64,
-                error_message: o.message.clone().unwrap_or_default(),
-            }),
-        })
+        encode(
+            f,
+            &ExportMetricsServiceResponse {
+                partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                    rejected_data_points: o.rejected as i64,
+                    error_message: o.message.clone().unwrap_or_default(),
+                }),
+            },
+        )
     })
     .await
 }
@@ -149,9 +158,7 @@ fn read_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, In
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity((body.len() * 4).min(limit));
             let mut reader = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
-            reader
-                .read_to_end(&mut out)
-                .map_err(|e| IngestError::Invalid(format!("invalid gzip body: {e}")))?;
+            reader.read_to_end(&mut out).map_err(|e| IngestError::Invalid(format!("invalid gzip body: {e}")))?;
             if out.len() > limit {
                 return Err(IngestError::TooLarge { size: out.len(), limit });
             }
@@ -183,14 +190,18 @@ fn error_response(format: Format, e: IngestError) -> Response {
     let (status, grpc_code, retry_after) = match &e {
         IngestError::Invalid(_) | IngestError::Tenant(_) => (StatusCode::BAD_REQUEST, 3, None),
         IngestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, 8, None),
-        IngestError::Overloaded { retry_after_secs, .. } => (StatusCode::SERVICE_UNAVAILABLE, 14, Some(*retry_after_secs)),
+        IngestError::Overloaded { retry_after_secs, .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, 14, Some(*retry_after_secs))
+        }
         IngestError::Wal(_) => (StatusCode::SERVICE_UNAVAILABLE, 14, Some(30)),
         IngestError::Unauthenticated => (StatusCode::UNAUTHORIZED, 16, None),
     };
     let message = e.to_string();
     let body = match format {
         Format::Protobuf => RpcStatus { code: grpc_code, message, details: Vec::new() }.encode_to_vec(),
-        Format::Json => serde_json::to_vec(&serde_json::json!({ "code": grpc_code, "message": message })).unwrap_or_default(),
+        Format::Json => {
+            serde_json::to_vec(&serde_json::json!({ "code": grpc_code, "message": message })).unwrap_or_default()
+        }
     };
     let mut res = (status, [(header::CONTENT_TYPE, content_type(format))], body).into_response();
     if let Some(secs) = retry_after {

@@ -97,7 +97,12 @@ impl Ingestor {
 
     /// Makes a decoded request durable and returns its partial-success outcome. Resolves only
     /// after the WAL fsync that covers it.
-    pub async fn export(&self, signal: Signal, decoded: Decoded, approx_bytes: usize) -> Result<ExportOutcome, IngestError> {
+    pub async fn export(
+        &self,
+        signal: Signal,
+        decoded: Decoded,
+        approx_bytes: usize,
+    ) -> Result<ExportOutcome, IngestError> {
         let result = self.export_inner(signal, decoded, approx_bytes).await;
         if let Err(e) = &result {
             self.count_refused(e);
@@ -105,7 +110,12 @@ impl Ingestor {
         result
     }
 
-    async fn export_inner(&self, signal: Signal, decoded: Decoded, approx_bytes: usize) -> Result<ExportOutcome, IngestError> {
+    async fn export_inner(
+        &self,
+        signal: Signal,
+        decoded: Decoded,
+        approx_bytes: usize,
+    ) -> Result<ExportOutcome, IngestError> {
         let Decoded { batch, rejected, message, reasons, truncated_values } = decoded;
         let accepted = batch.num_rows() as u64;
         if accepted > 0 {
@@ -123,7 +133,10 @@ impl Ingestor {
     fn admit(&self, bytes: usize) -> Result<(), IngestError> {
         if self.wal.bytes() > self.config.max_wal_bytes {
             return Err(IngestError::Overloaded {
-                reason: format!("write-ahead log above its bound of {} bytes; flush is behind", self.config.max_wal_bytes),
+                reason: format!(
+                    "write-ahead log above its bound of {} bytes; flush is behind",
+                    self.config.max_wal_bytes
+                ),
                 retry_after_secs: 5,
             });
         }

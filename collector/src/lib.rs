@@ -6,13 +6,13 @@
 //! to the [`BatchSink`](tracelight_model::BatchSink)) → acknowledgement with exact partial
 //! success counts. This crate knows nothing of Parquet, DataFusion or tantivy.
 
-pub mod auth;
 pub mod decode;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod record;
+pub mod synth;
 pub mod wal;
 
 pub use error::{IngestError, WalError};

@@ -392,7 +392,8 @@ fn replay_segment(
     sink: &dyn BatchSink,
     stats: &mut ReplayStats,
 ) -> Result<Segment, WalError> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| WalError::io("open WAL segment", path, e))?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).open(path).map_err(|e| WalError::io("open WAL segment", path, e))?;
     let len = file.metadata().map_err(|e| WalError::io("stat WAL segment", path, e))?.len();
     let mut data = Vec::with_capacity(len as usize);
     file.read_to_end(&mut data).map_err(|e| WalError::io("read WAL segment", path, e))?;

@@ -10,6 +10,7 @@
 //!
 //! This crate must stay light: Arrow's array types and serde, nothing heavier.
 
+pub mod auth;
 pub mod query;
 pub mod schema;
 pub mod signal;

@@ -78,12 +78,7 @@ fn resource_and_scope() -> Vec<Field> {
 
 /// Struct type of one entry of `spans.events`.
 pub fn event_struct_fields() -> Fields {
-    Fields::from(vec![
-        ts("time", false),
-        utf8("name", false),
-        attrs("attributes"),
-        u32f("dropped_attributes_count"),
-    ])
+    Fields::from(vec![ts("time", false), utf8("name", false), attrs("attributes"), u32f("dropped_attributes_count")])
 }
 
 /// Struct type of one entry of `spans.links`.
@@ -111,10 +106,7 @@ pub fn exemplar_struct_fields() -> Fields {
 
 /// Struct type of one entry of `metrics.quantiles` (summaries).
 pub fn quantile_struct_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("quantile", DataType::Float64, false),
-        Field::new("value", DataType::Float64, false),
-    ])
+    Fields::from(vec![Field::new("quantile", DataType::Float64, false), Field::new("value", DataType::Float64, false)])
 }
 
 static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -228,20 +220,62 @@ mod tests {
     #[test]
     fn design_md_columns_are_present() {
         let spans = [
-            "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind", "service_name",
-            "start_time", "end_time", "duration_ns", "status_code", "status_message", "attributes",
-            "resource_attributes", "scope_name", "scope_version", "events", "links",
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "trace_state",
+            "name",
+            "kind",
+            "service_name",
+            "start_time",
+            "end_time",
+            "duration_ns",
+            "status_code",
+            "status_message",
+            "attributes",
+            "resource_attributes",
+            "scope_name",
+            "scope_version",
+            "events",
+            "links",
         ];
         let logs = [
-            "time", "observed_time", "trace_id", "span_id", "severity_number", "severity_text", "body",
-            "service_name", "attributes", "resource_attributes", "scope_name",
+            "time",
+            "observed_time",
+            "trace_id",
+            "span_id",
+            "severity_number",
+            "severity_text",
+            "body",
+            "service_name",
+            "attributes",
+            "resource_attributes",
+            "scope_name",
         ];
         let metrics = [
-            "time", "start_time", "name", "description", "unit", "kind", "temporality", "is_monotonic",
-            "service_name", "attributes", "resource_attributes", "value", "count", "sum", "min", "max",
-            "bucket_counts", "explicit_bounds", "exemplars",
+            "time",
+            "start_time",
+            "name",
+            "description",
+            "unit",
+            "kind",
+            "temporality",
+            "is_monotonic",
+            "service_name",
+            "attributes",
+            "resource_attributes",
+            "value",
+            "count",
+            "sum",
+            "min",
+            "max",
+            "bucket_counts",
+            "explicit_bounds",
+            "exemplars",
         ];
-        for (schema, cols) in [(spans_schema(), &spans[..]), (logs_schema(), &logs[..]), (metrics_schema(), &metrics[..])] {
+        for (schema, cols) in
+            [(spans_schema(), &spans[..]), (logs_schema(), &logs[..]), (metrics_schema(), &metrics[..])]
+        {
             for c in cols {
                 assert!(schema.field_with_name(c).is_ok(), "missing column {c}");
             }

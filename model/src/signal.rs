@@ -76,7 +76,9 @@ impl fmt::Display for Signal {
 pub struct Tenant(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid tenant name {0:?}: use 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit")]
+#[error(
+    "invalid tenant name {0:?}: use 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
+)]
 pub struct TenantError(pub String);
 
 impl Tenant {
@@ -87,11 +89,7 @@ impl Tenant {
             && name.len() <= 64
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && name.as_bytes()[0].is_ascii_alphanumeric();
-        if ok {
-            Ok(Tenant(name.to_string()))
-        } else {
-            Err(TenantError(name.chars().take(80).collect()))
-        }
+        if ok { Ok(Tenant(name.to_string())) } else { Err(TenantError(name.chars().take(80).collect())) }
     }
 
     pub fn default_tenant() -> Tenant {

@@ -162,7 +162,8 @@ impl Registry {
                     }
                     let count = h.count.load(Ordering::Relaxed);
                     let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+                    let _ =
+                        writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
                 }
             }
         }

@@ -7,8 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, ListArray, MapBuilder, MapFieldNames, StringBuilder, StructArray,
-    TimestampNanosecondBuilder,
+    Array, ArrayRef, ListArray, MapBuilder, MapFieldNames, StringBuilder, StructArray, TimestampNanosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Fields};
@@ -376,10 +375,15 @@ pub(crate) fn arr<A: Array + 'static>(a: A) -> ArrayRef {
 /// A `List<Struct<fields>>` array (item field "item", nullable, as the schemas declare) from
 /// the struct's child arrays and the list offsets (`offsets[0] == 0`, one more than rows);
 /// `validity` marks NULL lists, `None` when every list is valid.
-pub(crate) fn struct_list(fields: Fields, children: Vec<ArrayRef>, offsets: Vec<i32>, validity: Option<Vec<bool>>) -> ArrayRef {
+pub(crate) fn struct_list(
+    fields: Fields,
+    children: Vec<ArrayRef>,
+    offsets: Vec<i32>,
+    validity: Option<Vec<bool>>,
+) -> ArrayRef {
     let values = StructArray::try_new(fields.clone(), children, None).expect("struct children match their fields");
     let item = Arc::new(Field::new("item", DataType::Struct(fields), true));
-    let nulls = validity.map(|v| NullBuffer::from(v));
+    let nulls = validity.map(NullBuffer::from);
     let list = ListArray::try_new(item, OffsetBuffer::new(ScalarBuffer::from(offsets)), arr(values), nulls)
         .expect("list offsets and values are consistent");
     arr(list)
@@ -405,10 +409,10 @@ impl ResourceInfo {
         let mut service_name = None;
         if let Some(kv) = attrs.iter().rev().find(|kv| kv.key == "service.name") {
             let mut ignored = 0u64;
-            if let Some(t) = any_text(kv.value.as_ref(), scratch, limits.max_attribute_value_bytes, &mut ignored) {
-                if !t.is_empty() {
-                    service_name = Some(t.to_owned());
-                }
+            if let Some(t) = any_text(kv.value.as_ref(), scratch, limits.max_attribute_value_bytes, &mut ignored)
+                && !t.is_empty()
+            {
+                service_name = Some(t.to_owned());
             }
         }
         ResourceInfo {
@@ -574,7 +578,12 @@ mod tests {
 
     #[test]
     fn attribute_limits_dedupe_drop_and_truncate() {
-        let limits = ItemLimits { max_attribute_key_bytes: 8, max_attribute_value_bytes: 4, max_attributes: 3, max_body_bytes: 10 };
+        let limits = ItemLimits {
+            max_attribute_key_bytes: 8,
+            max_attribute_value_bytes: 4,
+            max_attributes: 3,
+            max_body_bytes: 10,
+        };
         let attrs = vec![
             kv("k1", s("first")),
             kv("toolongkey123", s("x")),
@@ -639,7 +648,9 @@ mod tests {
         assert_eq!(d.reasons, vec![("invalid_trace_id", 2), ("end_before_start", 1)]);
         assert_eq!(
             d.message.as_deref(),
-            Some("3 spans rejected: trace_id must be 16 bytes, not all zero (2), end_time_unix_nano is before start_time_unix_nano (1)")
+            Some(
+                "3 spans rejected: trace_id must be 16 bytes, not all zero (2), end_time_unix_nano is before start_time_unix_nano (1)"
+            )
         );
     }
 }

@@ -232,7 +232,10 @@ mod tests {
             ],
         });
         let array = Value::ArrayValue(ArrayValue {
-            values: vec![AnyValue { value: Some(Value::IntValue(1)) }, AnyValue { value: Some(Value::DoubleValue(0.5)) }],
+            values: vec![
+                AnyValue { value: Some(Value::IntValue(1)) },
+                AnyValue { value: Some(Value::DoubleValue(0.5)) },
+            ],
         });
         let d = logs_to_arrow(
             &request(vec![record(Some(kvlist)), record(Some(array)), record(None), record(Some(Value::IntValue(-7)))]),

@@ -454,7 +454,14 @@ struct Emit<'c> {
 }
 
 impl MetricCols {
-    fn push(&mut self, point: Result<Point<'_>, Reason>, info: &MetricInfo<'_>, e: &Emit<'_>, sc: &mut Scratch, tally: &mut Tally) {
+    fn push(
+        &mut self,
+        point: Result<Point<'_>, Reason>,
+        info: &MetricInfo<'_>,
+        e: &Emit<'_>,
+        sc: &mut Scratch,
+        tally: &mut Tally,
+    ) {
         match point {
             Ok(p) => {
                 self.append(info, &p, e.limits, sc);
@@ -505,8 +512,12 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, ctx: &DecodeContext) ->
                         }
                     }
                     metric::Data::Sum(s) => {
-                        let info =
-                            MetricInfo::new(m, "sum", temporality_name(s.aggregation_temporality), Some(s.is_monotonic));
+                        let info = MetricInfo::new(
+                            m,
+                            "sum",
+                            temporality_name(s.aggregation_temporality),
+                            Some(s.is_monotonic),
+                        );
                         for p in &s.data_points {
                             cols.push(number_point(p), &info, &emit, &mut sc, &mut tally);
                         }
@@ -518,8 +529,12 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, ctx: &DecodeContext) ->
                         }
                     }
                     metric::Data::ExponentialHistogram(h) => {
-                        let info =
-                            MetricInfo::new(m, "exponential_histogram", temporality_name(h.aggregation_temporality), None);
+                        let info = MetricInfo::new(
+                            m,
+                            "exponential_histogram",
+                            temporality_name(h.aggregation_temporality),
+                            None,
+                        );
                         for p in &h.data_points {
                             cols.push(exp_histogram_point(p), &info, &emit, &mut sc, &mut tally);
                         }
@@ -621,7 +636,8 @@ mod tests {
         assert_eq!(b.schema(), Signal::Metrics.schema());
         assert_eq!((b.num_rows(), d.rejected), (3, 0));
         assert_eq!(d.message, None);
-        let names = vec![Some("my.counter".to_string()), Some("my.gauge".to_string()), Some("my.histogram".to_string())];
+        let names =
+            vec![Some("my.counter".to_string()), Some("my.gauge".to_string()), Some("my.histogram".to_string())];
         assert_eq!(texts(b, "name"), names);
         assert_eq!(
             texts(b, "kind"),
@@ -775,7 +791,8 @@ mod tests {
         let span = ex.column_by_name("span_id").unwrap().as_string::<i32>();
         assert_eq!(span.value(0), "bbbbbbbbbbbbbbbb");
         assert!(span.is_null(1));
-        let value: Vec<Option<f64>> = ex.column_by_name("value").unwrap().as_primitive::<Float64Type>().iter().collect();
+        let value: Vec<Option<f64>> =
+            ex.column_by_name("value").unwrap().as_primitive::<Float64Type>().iter().collect();
         assert_eq!(value, vec![Some(7.0), Some(2.5)]);
         let time: Vec<Option<i64>> =
             ex.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>().iter().collect();
@@ -851,7 +868,8 @@ mod tests {
         let qs = qs.as_struct();
         let quantile: Vec<Option<f64>> =
             qs.column_by_name("quantile").unwrap().as_primitive::<Float64Type>().iter().collect();
-        let value: Vec<Option<f64>> = qs.column_by_name("value").unwrap().as_primitive::<Float64Type>().iter().collect();
+        let value: Vec<Option<f64>> =
+            qs.column_by_name("value").unwrap().as_primitive::<Float64Type>().iter().collect();
         assert_eq!(quantile, vec![Some(0.5), Some(0.99)]);
         assert_eq!(value, vec![Some(2.0), Some(4.0)]);
         let ex = b.column_by_name("exemplars").unwrap().as_list::<i32>();
@@ -864,10 +882,7 @@ mod tests {
             metric(
                 "g",
                 metric::Data::Gauge(Gauge {
-                    data_points: vec![
-                        number(T0, Some(number_data_point::Value::AsInt(1))),
-                        number(T0, None),
-                    ],
+                    data_points: vec![number(T0, Some(number_data_point::Value::AsInt(1))), number(T0, None)],
                 }),
             ),
             metric(

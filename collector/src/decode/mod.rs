@@ -92,18 +92,21 @@ fn parse_traces(body: &[u8], format: Format) -> Result<ExportTraceServiceRequest
         Format::Protobuf => <ExportTraceServiceRequest as prost::Message>::decode(body)
             .map_err(|e| DecodeError::Protobuf(e.to_string())),
         Format::Json if blank(body) => Ok(ExportTraceServiceRequest::default()),
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(body)
-            .map_err(|e| DecodeError::Json(e.to_string())),
+        Format::Json => {
+            serde_json::from_slice::<ExportTraceServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
+        }
     }
 }
 
 fn parse_logs(body: &[u8], format: Format) -> Result<ExportLogsServiceRequest, DecodeError> {
     match format {
-        Format::Protobuf => <ExportLogsServiceRequest as prost::Message>::decode(body)
-            .map_err(|e| DecodeError::Protobuf(e.to_string())),
+        Format::Protobuf => {
+            <ExportLogsServiceRequest as prost::Message>::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
+        }
         Format::Json if blank(body) => Ok(ExportLogsServiceRequest::default()),
-        Format::Json => serde_json::from_slice::<ExportLogsServiceRequest>(body)
-            .map_err(|e| DecodeError::Json(e.to_string())),
+        Format::Json => {
+            serde_json::from_slice::<ExportLogsServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
+        }
     }
 }
 
@@ -112,8 +115,9 @@ fn parse_metrics(body: &[u8], format: Format) -> Result<ExportMetricsServiceRequ
         Format::Protobuf => <ExportMetricsServiceRequest as prost::Message>::decode(body)
             .map_err(|e| DecodeError::Protobuf(e.to_string())),
         Format::Json if blank(body) => Ok(ExportMetricsServiceRequest::default()),
-        Format::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(body)
-            .map_err(|e| DecodeError::Json(e.to_string())),
+        Format::Json => {
+            serde_json::from_slice::<ExportMetricsServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
+        }
     }
 }
 

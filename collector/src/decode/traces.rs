@@ -218,7 +218,8 @@ impl SpanCols {
             // Range checked by `check_span`.
             self.ev_time.append_value(ev.time_unix_nano as i64);
             self.ev_name.append_value(&ev.name);
-            let dropped = append_attrs(&mut self.ev_attributes, &ev.attributes, limits, &mut sc.text, &mut sc.truncated);
+            let dropped =
+                append_attrs(&mut self.ev_attributes, &ev.attributes, limits, &mut sc.text, &mut sc.truncated);
             self.ev_dropped.append_value(ev.dropped_attributes_count.saturating_add(dropped));
             self.ev_len += 1;
         }
@@ -234,7 +235,8 @@ impl SpanCols {
             self.ln_trace_id.append_value(hex_id(&link.trace_id, &mut sc.id));
             self.ln_span_id.append_value(hex_id(&link.span_id, &mut sc.id));
             self.ln_trace_state.append_option(non_empty(&link.trace_state));
-            let dropped = append_attrs(&mut self.ln_attributes, &link.attributes, limits, &mut sc.text, &mut sc.truncated);
+            let dropped =
+                append_attrs(&mut self.ln_attributes, &link.attributes, limits, &mut sc.text, &mut sc.truncated);
             self.ln_dropped.append_value(link.dropped_attributes_count.saturating_add(dropped));
             self.ln_flags.append_value(link.flags);
             self.ln_len += 1;
@@ -328,8 +330,8 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, ctx: &DecodeContext) -> D
 mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
@@ -338,7 +340,8 @@ mod tests {
     use crate::decode::test_util::{ctx, fixture, kv, map_at, map_entries, owned, s, text, texts};
     use crate::decode::{Format, decode_traces, traces_to_arrow};
 
-    const TRACE_ID: [u8; 16] = [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
+    const TRACE_ID: [u8; 16] =
+        [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c];
     const SPAN_ID: [u8; 8] = [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74];
     const T0: u64 = 1_544_712_660_000_000_000;
 
@@ -472,7 +475,12 @@ mod tests {
         let b = &d.batch.batch;
         assert_eq!(
             texts(b, "name"),
-            vec![Some("ok1".to_string()), Some("ok2".to_string()), Some("zero_parent".to_string()), Some("instant".to_string())]
+            vec![
+                Some("ok1".to_string()),
+                Some("ok2".to_string()),
+                Some("zero_parent".to_string()),
+                Some("instant".to_string())
+            ]
         );
         assert_eq!(text(b, "parent_span_id", 2), None);
         assert_eq!(b.column_by_name("duration_ns").unwrap().as_primitive::<Int64Type>().value(3), 0);
@@ -493,10 +501,7 @@ mod tests {
         assert!(msg.contains("(exceeds i64 nanoseconds) (2)"), "{msg}");
         assert_eq!(texts(b, "service_name"), vec![Some("checkout".to_string()); 4]);
         assert_eq!(texts(b, "scope_version"), vec![None::<String>; 4]);
-        assert_eq!(
-            texts(b, "scope_schema_url"),
-            vec![Some("https://opentelemetry.io/schemas/1.21.0".to_string()); 4]
-        );
+        assert_eq!(texts(b, "scope_schema_url"), vec![Some("https://opentelemetry.io/schemas/1.21.0".to_string()); 4]);
         assert_eq!(texts(b, "kind"), vec![Some("CLIENT".to_string()); 4]);
     }
 
@@ -525,7 +530,10 @@ mod tests {
         // is cut the same way but not counted twice).
         assert_eq!(d.truncated_values, 2);
         assert_eq!(text(b, "service_name", 0).as_deref(), Some("chec"));
-        assert_eq!(map_at(b, "resource_attributes", 0), owned(&[("service.name", Some("chec")), ("host.name", Some("h1"))]));
+        assert_eq!(
+            map_at(b, "resource_attributes", 0),
+            owned(&[("service.name", Some("chec")), ("host.name", Some("h1"))])
+        );
         assert_eq!(d.rejected, 0);
     }
 
@@ -538,7 +546,12 @@ mod tests {
         sp.status = Some(Status { message: String::new(), code: 1 });
         sp.dropped_events_count = 2;
         sp.events = vec![
-            Event { time_unix_nano: T0 + 10, name: "exception".into(), attributes: vec![kv("exception.type", s("E"))], dropped_attributes_count: 1 },
+            Event {
+                time_unix_nano: T0 + 10,
+                name: "exception".into(),
+                attributes: vec![kv("exception.type", s("E"))],
+                dropped_attributes_count: 1,
+            },
             Event { time_unix_nano: T0 + 20, name: "second".into(), ..Default::default() },
         ];
         sp.dropped_links_count = 5;
@@ -571,7 +584,10 @@ mod tests {
         assert_eq!(events.value_length(1), 0);
         let ev = events.value(0);
         let ev = ev.as_struct();
-        assert_eq!(ev.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>().value(1), (T0 + 20) as i64);
+        assert_eq!(
+            ev.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>().value(1),
+            (T0 + 20) as i64
+        );
         assert_eq!(ev.column_by_name("name").unwrap().as_string::<i32>().value(0), "exception");
         assert_eq!(
             map_entries(ev.column_by_name("attributes").unwrap().as_map(), 0),
@@ -584,7 +600,10 @@ mod tests {
         assert_eq!(links.value_length(1), 0);
         let ln = links.value(0);
         let ln = ln.as_struct();
-        assert_eq!(ln.column_by_name("trace_id").unwrap().as_string::<i32>().value(0), "11111111111111111111111111111111");
+        assert_eq!(
+            ln.column_by_name("trace_id").unwrap().as_string::<i32>().value(0),
+            "11111111111111111111111111111111"
+        );
         assert_eq!(ln.column_by_name("span_id").unwrap().as_string::<i32>().value(0), "2222222222222222");
         assert!(ln.column_by_name("trace_state").unwrap().is_null(0));
         assert_eq!(ln.column_by_name("flags").unwrap().as_primitive::<UInt32Type>().value(0), 1);
@@ -620,6 +639,6 @@ mod tests {
     }
 
     fn b_is_empty_lists(b: &RecordBatch) -> bool {
-        b.column_by_name("events").unwrap().len() == 0 && b.column_by_name("links").unwrap().len() == 0
+        b.column_by_name("events").unwrap().is_empty() && b.column_by_name("links").unwrap().is_empty()
     }
 }

@@ -56,7 +56,8 @@ async fn write(dir: &Path, segment_bytes: u64, sizes: &[usize]) -> Vec<u64> {
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| fs::metadata(p).unwrap().len() > 0).collect();
+    let mut v: Vec<PathBuf> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| fs::metadata(p).unwrap().len() > 0).collect();
     v.sort();
     v
 }
@@ -148,7 +149,12 @@ fn bad_length_in_third_record(dir: &Path) -> u64 {
 
 fn garbage_appended(dir: &Path) -> u64 {
     let p = last_segment(dir);
-    OpenOptions::new().append(true).open(&p).unwrap().write_all(b"\xde\xad\xbe\xef garbage after the last record").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"\xde\xad\xbe\xef garbage after the last record")
+        .unwrap();
     4
 }
 

@@ -68,7 +68,9 @@ pub fn value(a: &ArrayRef, i: usize) -> Value {
         DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_string()),
         DataType::LargeUtf8 => Value::String(a.as_string::<i64>().value(i).to_string()),
         DataType::Utf8View => Value::String(a.as_string_view().value(i).to_string()),
-        DataType::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(a.as_binary::<i32>().value(i))),
+        DataType::Binary => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(a.as_binary::<i32>().value(i)))
+        }
         DataType::Timestamp(unit, _) => {
             let n = match unit {
                 TimeUnit::Nanosecond => Some(a.as_primitive::<TimestampNanosecondType>().value(i)),

@@ -87,8 +87,14 @@ impl Engine {
         })
     }
 
-    fn context(&self, tenant: &Tenant, range: timerange::TimeRange, stats: &Arc<Mutex<ScanStats>>) -> Result<SessionContext, QueryError> {
-        let mut config = SessionConfig::new().with_target_partitions(self.config.threads.max(1)).with_information_schema(false);
+    fn context(
+        &self,
+        tenant: &Tenant,
+        range: timerange::TimeRange,
+        stats: &Arc<Mutex<ScanStats>>,
+    ) -> Result<SessionContext, QueryError> {
+        let mut config =
+            SessionConfig::new().with_target_partitions(self.config.threads.max(1)).with_information_schema(false);
         config.options_mut().execution.parquet.pushdown_filters = true;
         config.options_mut().execution.parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
@@ -167,9 +173,10 @@ impl Drop for QueryPool {
 fn map_error(e: DataFusionError) -> QueryError {
     match e.find_root() {
         DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
-            QueryError::Invalid(e.find_root().to_string())
-        }
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.find_root().to_string()),
         DataFusionError::Execution(m) => QueryError::Invalid(m.clone()),
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) | DataFusionError::ParquetError(_) => {
             QueryError::Internal(e.to_string())

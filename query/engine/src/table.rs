@@ -36,7 +36,13 @@ impl fmt::Debug for SignalTable {
 }
 
 impl SignalTable {
-    pub(crate) fn new(signal: Signal, tenant: Tenant, range: TimeRange, sources: Arc<Sources>, stats: Arc<Mutex<ScanStats>>) -> Self {
+    pub(crate) fn new(
+        signal: Signal,
+        tenant: Tenant,
+        range: TimeRange,
+        sources: Arc<Sources>,
+        stats: Arc<Mutex<ScanStats>>,
+    ) -> Self {
         SignalTable { signal, tenant, range, sources, stats }
     }
 }
@@ -99,7 +105,9 @@ impl TableProvider for SignalTable {
                 .map(|s| ListingTableUrl::parse(self.sources.store.root().join(&s.path).to_string_lossy()))
                 .collect::<Result<Vec<_>>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema.clone());
             let listing = ListingTable::try_new(config)?;
             plans.push(listing.scan(state, projection, filters, limit).await?);
         }
@@ -115,7 +123,8 @@ fn head_hours(batches: &[datafusion::arrow::record_batch::RecordBatch], signal: 
     use datafusion::arrow::array::{Array, TimestampNanosecondArray};
     let mut out = BTreeSet::new();
     for b in batches {
-        if let Some(t) = b.column_by_name(signal.time_column()).and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        if let Some(t) =
+            b.column_by_name(signal.time_column()).and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
             && !t.is_empty()
         {
             // A head batch lies within one hour (the head splits batches by hour).

@@ -17,14 +17,20 @@ fn logs_batch(rows: &[(&str, i64, &str)]) -> RecordBatch {
     let mut cols: Vec<ArrayRef> = Vec::new();
     for f in schema.fields() {
         let col: ArrayRef = match f.name().as_str() {
-            "time" => Arc::new(TimestampNanosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC")),
+            "time" => Arc::new(
+                TimestampNanosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC"),
+            ),
             "service_name" => Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
             "body" => Arc::new(StringArray::from(rows.iter().map(|r| Some(r.2)).collect::<Vec<_>>())),
             _ if !f.is_nullable() => {
                 // Non-null defaults: zero for numbers, empty maps.
                 match f.data_type() {
-                    datafusion::arrow::datatypes::DataType::UInt32 => Arc::new(datafusion::arrow::array::UInt32Array::from(vec![0; n])),
-                    datafusion::arrow::datatypes::DataType::Int32 => Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n])),
+                    datafusion::arrow::datatypes::DataType::UInt32 => {
+                        Arc::new(datafusion::arrow::array::UInt32Array::from(vec![0; n]))
+                    }
+                    datafusion::arrow::datatypes::DataType::Int32 => {
+                        Arc::new(datafusion::arrow::array::Int32Array::from(vec![9; n]))
+                    }
                     datafusion::arrow::datatypes::DataType::Map(_, _) => {
                         let mut b = tracelight_model::schema::attr_map_builder();
                         for _ in 0..n {
@@ -56,7 +62,15 @@ async fn fixture() -> Fixture {
     catalog.migrate().await.unwrap();
     let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
     let head = Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30 }, &registry));
-    let flusher = Flusher::new(head.clone(), catalog.clone(), store.clone(), "n1".into(), Duration::from_secs(3600), Box::new(|_| {}), &registry);
+    let flusher = Flusher::new(
+        head.clone(),
+        catalog.clone(),
+        store.clone(),
+        "n1".into(),
+        Duration::from_secs(3600),
+        Box::new(|_| {}),
+        &registry,
+    );
     let engine = Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
     Fixture { _dir: dir, head, flusher, engine }
 }
@@ -105,7 +119,12 @@ async fn time_bounds_prune_partitions_and_filter_rows() {
     f.flusher.flush_once().await.unwrap();
     let res = f
         .engine
-        .sql(QueryRequest { sql: "SELECT body FROM logs".into(), start_ns: Some(11 * H), end_ns: Some(12 * H), ..Default::default() })
+        .sql(QueryRequest {
+            sql: "SELECT body FROM logs".into(),
+            start_ns: Some(11 * H),
+            end_ns: Some(12 * H),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(res.rows, vec![vec![serde_json::Value::from("y")]]);
@@ -142,11 +161,23 @@ async fn user_sql_is_read_only() {
 async fn results_carry_types_maps_and_timestamps() {
     let f = fixture().await;
     put(&f.head, 1, &[("a", 1_700_000_000_123_456_789, "hello")]);
-    let res = f.engine.sql(QueryRequest { sql: "SELECT time, body, attributes, attributes['k'] AS k FROM logs".into(), ..Default::default() }).await.unwrap();
+    let res = f
+        .engine
+        .sql(QueryRequest {
+            sql: "SELECT time, body, attributes, attributes['k'] AS k FROM logs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(res.columns[0].name, "time");
     assert_eq!(
         res.rows,
-        vec![vec!["2023-11-14T22:13:20.123456789Z".into(), "hello".into(), serde_json::json!({}), serde_json::Value::Null]]
+        vec![vec![
+            "2023-11-14T22:13:20.123456789Z".into(),
+            "hello".into(),
+            serde_json::json!({}),
+            serde_json::Value::Null
+        ]]
     );
 }
 

@@ -97,7 +97,8 @@ mod tests {
     fn bounds_come_from_comparisons_and_between() {
         let r = TimeRange::default().narrow("time", &[col("time").gt_eq(ts(100)), ts(200).gt(col("time"))]);
         assert_eq!(r, TimeRange { start_ns: Some(100), end_ns: Some(200) });
-        let r = TimeRange { start_ns: Some(150), end_ns: None }.narrow("time", &[col("time").between(ts(100), ts(300))]);
+        let r =
+            TimeRange { start_ns: Some(150), end_ns: None }.narrow("time", &[col("time").between(ts(100), ts(300))]);
         assert_eq!(r, TimeRange { start_ns: Some(150), end_ns: Some(301) });
         let r = TimeRange::default().narrow("time", &[col("time").gt(ts(5)).and(col("time").lt_eq(ts(9)))]);
         assert_eq!(r, TimeRange { start_ns: Some(6), end_ns: Some(10) });
@@ -105,7 +106,8 @@ mod tests {
 
     #[test]
     fn other_columns_and_disjunctions_do_not_bound() {
-        let r = TimeRange::default().narrow("time", &[col("end_time").gt(ts(5)), col("time").gt(ts(5)).or(col("time").lt(ts(1)))]);
+        let r = TimeRange::default()
+            .narrow("time", &[col("end_time").gt(ts(5)), col("time").gt(ts(5)).or(col("time").lt(ts(1)))]);
         assert_eq!(r, TimeRange::default());
     }
 }

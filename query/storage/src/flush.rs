@@ -63,9 +63,14 @@ impl Flusher {
             interval,
             on_checkpoint,
             seq: AtomicU64::new(0),
-            flush_seconds: registry.histogram("tracelight_flush_seconds", "Duration of one head flush to Parquet.", LATENCY_BUCKETS),
+            flush_seconds: registry.histogram(
+                "tracelight_flush_seconds",
+                "Duration of one head flush to Parquet.",
+                LATENCY_BUCKETS,
+            ),
             segments_written: registry.counter("tracelight_segments_written_total", "Parquet segments written."),
-            bytes_written: registry.counter("tracelight_segment_bytes_written_total", "Bytes of Parquet segments written."),
+            bytes_written: registry
+                .counter("tracelight_segment_bytes_written_total", "Bytes of Parquet segments written."),
             failures: registry.counter("tracelight_flush_failures_total", "Flushes that failed and will be retried."),
         }
     }

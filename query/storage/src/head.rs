@@ -80,7 +80,8 @@ impl Head {
             inner: RwLock::new(Inner::default()),
             config,
             flush_wanted: Notify::new(),
-            bytes_gauge: registry.gauge("tracelight_head_bytes", "Bytes of acknowledged rows held in memory, not yet in Parquet."),
+            bytes_gauge: registry
+                .gauge("tracelight_head_bytes", "Bytes of acknowledged rows held in memory, not yet in Parquet."),
             rows_gauge: registry.gauge("tracelight_head_rows", "Rows held in memory, not yet in Parquet."),
         }
     }

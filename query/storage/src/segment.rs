@@ -83,8 +83,10 @@ impl SegmentStore {
             url
         };
         let root = PathBuf::from(path);
-        fs::create_dir_all(&root).map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
-        let root = root.canonicalize().map_err(|e| StorageError::Config(format!("cannot resolve {}: {e}", root.display())))?;
+        fs::create_dir_all(&root)
+            .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+        let root =
+            root.canonicalize().map_err(|e| StorageError::Config(format!("cannot resolve {}: {e}", root.display())))?;
         Ok(SegmentStore { root })
     }
 

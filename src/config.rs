@@ -1,0 +1,389 @@
+//! One config tree: `tracelight.toml`, then `TRACELIGHT_<SECTION>_<KEY>` environment
+//! variables, then flags. Unknown keys in the file are an error. Validation is a pure
+//! function ([`Config::validate`]) separate from start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every field is documented in `deploy/tracelight.example.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the WAL, local segments and the SQLite catalog.
+    pub data_dir: PathBuf,
+    /// Catalog database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Empty: SQLite in data_dir.
+    pub catalog_url: String,
+    /// Segment storage: `file://PATH`. Empty: `<data_dir>/segments`.
+    pub storage_url: String,
+    /// This node's name in the catalog (WAL checkpoints are per node).
+    pub node_id: String,
+    /// Log filter (`info`, `debug`, `tracelight=debug,info`); `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub listen: Listen,
+    pub ingest: Ingest,
+    pub wal: WalSection,
+    pub head: HeadSection,
+    pub query: QuerySection,
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// OTLP/gRPC address. Port 0 picks a free port.
+    pub otlp_grpc: String,
+    /// OTLP/HTTP address.
+    pub otlp_http: String,
+    /// UI, JSON API, /metrics, /healthz, /readyz.
+    pub http: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// Largest export request, in bytes, after decompression.
+    pub max_request_bytes: usize,
+    /// Attribute keys longer than this are dropped (and counted as dropped).
+    pub max_attribute_key_bytes: usize,
+    /// Attribute values longer than this are cut at a character boundary.
+    pub max_attribute_value_bytes: usize,
+    /// At most this many attributes per span, log record or point; the rest are dropped.
+    pub max_attributes: usize,
+    /// Log bodies longer than this are cut at a character boundary.
+    pub max_log_body_bytes: usize,
+    /// Bearer tokens accepted on 4317/4318. Empty: no authentication.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalSection {
+    /// A new WAL segment file starts past this size.
+    pub segment_bytes: u64,
+    /// Ingest is refused (retryably) while the WAL holds more than this.
+    pub max_bytes: u64,
+    /// fsync before acknowledging. Turning it off loses acknowledged data on power loss.
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadSection {
+    /// Memory for acknowledged rows not yet in Parquet; past it ingest is refused retryably.
+    pub max_bytes: usize,
+    /// Flush the head to Parquet this often...
+    pub flush_interval: String,
+    /// ...or once it holds this many rows, whichever comes first.
+    pub flush_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySection {
+    /// A query running longer is cancelled.
+    pub timeout: String,
+    /// Memory all running queries may hold together.
+    pub memory_limit_bytes: usize,
+    /// Rows returned at most; the response says when it was cut.
+    pub max_result_rows: usize,
+    /// Threads of the query pool (kept apart from ingest).
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Bearer tokens accepted on /api/. Empty: no authentication.
+    pub tokens: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./tracelight-data"),
+            catalog_url: String::new(),
+            storage_url: String::new(),
+            node_id: "local".into(),
+            log_level: "info".into(),
+            listen: Listen::default(),
+            ingest: Ingest::default(),
+            wal: WalSection::default(),
+            head: HeadSection::default(),
+            query: QuerySection::default(),
+            api: Api::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { otlp_grpc: "127.0.0.1:4317".into(), otlp_http: "127.0.0.1:4318".into(), http: "127.0.0.1:4319".into() }
+    }
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest {
+            max_request_bytes: 16 << 20,
+            max_attribute_key_bytes: 1024,
+            max_attribute_value_bytes: 64 << 10,
+            max_attributes: 1024,
+            max_log_body_bytes: 1 << 20,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for WalSection {
+    fn default() -> Self {
+        WalSection { segment_bytes: 64 << 20, max_bytes: 4 << 30, fsync: true }
+    }
+}
+
+impl Default for HeadSection {
+    fn default() -> Self {
+        HeadSection { max_bytes: 512 << 20, flush_interval: "5s".into(), flush_rows: 1_000_000 }
+    }
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection { timeout: "30s".into(), memory_limit_bytes: 1 << 30, max_result_rows: 10_000, threads: 2 }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub catalog_url: Option<String>,
+    pub otlp_grpc: Option<String>,
+    pub otlp_http: Option<String>,
+    pub http: Option<String>,
+}
+
+const ENV_PREFIX: &str = "TRACELIGHT_";
+
+impl Config {
+    /// File (if given), then environment, then flags.
+    pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> anyhow::Result<Config> {
+        let mut value = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut value, env)?;
+        let mut config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+        if let Some(d) = &flags.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(v) = &flags.catalog_url {
+            config.catalog_url = v.clone();
+        }
+        if let Some(v) = &flags.otlp_grpc {
+            config.listen.otlp_grpc = v.clone();
+        }
+        if let Some(v) = &flags.otlp_http {
+            config.listen.otlp_http = v.clone();
+        }
+        if let Some(v) = &flags.http {
+            config.listen.http = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, addr) in [
+            ("listen.otlp_grpc", &self.listen.otlp_grpc),
+            ("listen.otlp_http", &self.listen.otlp_http),
+            ("listen.http", &self.listen.http),
+        ] {
+            addr.parse::<SocketAddr>().with_context(|| format!("{name} = {addr:?} is not an IP:PORT address"))?;
+        }
+        self.flush_interval()?;
+        self.query_timeout()?;
+        if self.ingest.max_request_bytes < 1024 {
+            bail!("ingest.max_request_bytes must be at least 1024");
+        }
+        if self.head.max_bytes < 1 << 20 {
+            bail!("head.max_bytes must be at least 1 MiB");
+        }
+        if self.head.flush_rows == 0 || self.query.threads == 0 || self.query.max_result_rows == 0 {
+            bail!("head.flush_rows, query.threads and query.max_result_rows must be positive");
+        }
+        if self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("node_id must be non-empty and use only letters, digits, '-' and '_'");
+        }
+        for t in self.ingest.tokens.iter().chain(&self.api.tokens) {
+            if t.len() < 8 {
+                bail!("bearer tokens must be at least 8 characters");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn catalog_url(&self) -> String {
+        if self.catalog_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("catalog.db").display())
+        } else {
+            self.catalog_url.clone()
+        }
+    }
+
+    pub fn storage_url(&self) -> String {
+        if self.storage_url.is_empty() {
+            format!("file://{}", self.data_dir.join("segments").display())
+        } else {
+            self.storage_url.clone()
+        }
+    }
+
+    pub fn flush_interval(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.head.flush_interval)
+            .with_context(|| format!("head.flush_interval = {:?} is not a duration like 5s", self.head.flush_interval))
+    }
+
+    pub fn query_timeout(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.query.timeout)
+            .with_context(|| format!("query.timeout = {:?} is not a duration like 30s", self.query.timeout))
+    }
+
+    /// Every key path, e.g. `["listen", "http"]`, as the default config has them.
+    pub fn key_paths() -> Vec<Vec<String>> {
+        let v = toml::Value::try_from(Config::default()).expect("default config serialises");
+        let mut out = Vec::new();
+        collect_paths(&v, &mut Vec::new(), &mut out);
+        out
+    }
+}
+
+fn collect_paths(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                prefix.push(k.clone());
+                collect_paths(v, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+/// Applies `TRACELIGHT_<SECTION>_<KEY>` variables: `TRACELIGHT_CATALOG_URL`,
+/// `TRACELIGHT_LISTEN_HTTP`, `TRACELIGHT_INGEST_TOKENS` (comma-separated), ...
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
+    let defaults = toml::Value::try_from(Config::default()).expect("default config serialises");
+    for path in Config::key_paths() {
+        let name = format!("{ENV_PREFIX}{}", path.join("_").to_ascii_uppercase());
+        let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else { continue };
+        let mut default = &defaults;
+        for p in &path {
+            default = &default[p.as_str()];
+        }
+        let value = match default {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(raw.trim().parse().with_context(|| format!("{name}={raw:?} is not an integer"))?)
+            }
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                raw.trim().parse().with_context(|| format!("{name}={raw:?} is not true or false"))?,
+            ),
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+            other => bail!("{name}: unsupported type {}", other.type_str()),
+        };
+        let mut t = &mut *table;
+        for p in &path[..path.len() - 1] {
+            t = t
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("{p} must be a table"))?;
+        }
+        t.insert(path.last().unwrap().clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/tracelight.example.toml")
+    }
+
+    #[test]
+    fn the_example_config_parses_and_documents_every_key() {
+        let config = Config::load(Some(&example_path()), &[], &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default(), "the example shows the defaults");
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        for path in Config::key_paths() {
+            let mut v = &toml::Value::Table(table.clone());
+            for p in &path {
+                v = v.get(p.as_str()).unwrap_or_else(|| panic!("example config lacks {}", path.join(".")));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, "[listen]\nhttp = \"127.0.0.1:1\"\nhtp = \"x\"\n").unwrap();
+        let err = Config::load(Some(&p), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("htp"), "{err}");
+    }
+
+    #[test]
+    fn environment_then_flags_override_the_file() {
+        let env = vec![
+            ("TRACELIGHT_CATALOG_URL".to_string(), "postgres://u@h/db".to_string()),
+            ("TRACELIGHT_LISTEN_HTTP".to_string(), "127.0.0.1:9000".to_string()),
+            ("TRACELIGHT_INGEST_TOKENS".to_string(), "abcdefgh, ijklmnop".to_string()),
+            ("TRACELIGHT_WAL_FSYNC".to_string(), "false".to_string()),
+            ("TRACELIGHT_HEAD_FLUSH_ROWS".to_string(), "5".to_string()),
+        ];
+        let flags = Overrides { http: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let c = Config::load(None, &env, &flags).unwrap();
+        assert_eq!(c.catalog_url(), "postgres://u@h/db");
+        assert_eq!(c.listen.http, "127.0.0.1:9001");
+        assert_eq!(c.ingest.tokens, vec!["abcdefgh", "ijklmnop"]);
+        assert!(!c.wal.fsync);
+        assert_eq!(c.head.flush_rows, 5);
+        let bad = vec![("TRACELIGHT_HEAD_FLUSH_ROWS".to_string(), "many".to_string())];
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let mut c = Config::default();
+        c.listen.http = "localhost".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.head.flush_interval = "soon".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.api.tokens = vec!["short".into()];
+        assert!(c.validate().is_err());
+        assert_eq!(Config::default().catalog_url(), "sqlite://./tracelight-data/catalog.db");
+    }
+}

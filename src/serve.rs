@@ -1,0 +1,225 @@
+//! `tracelight serve`: wires the stages together and runs them until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracelight_collector::decode::ItemLimits;
+use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
+use tracelight_engine::{Engine, EngineConfig};
+use tracelight_model::telemetry::Registry;
+use tracelight_storage::{Catalog, Flusher, Head, HeadConfig, SegmentStore};
+use tracelight_web::{AppState, Readiness};
+
+use crate::config::Config;
+
+struct Ready {
+    wal: Wal,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Readiness for Ready {
+    fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        if !self.wal.healthy() {
+            return Err("the write-ahead log failed; ingest is stopped until restart".into());
+        }
+        Ok(())
+    }
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+}
+
+async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let registry = Registry::new();
+
+    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let applied = catalog.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "catalog migrated");
+    }
+    let store = SegmentStore::open(&config.storage_url())?;
+    let orphans = tracelight_storage::remove_orphans(&catalog, &store).await?;
+
+    let head = Arc::new(Head::new(
+        HeadConfig { max_bytes: config.head.max_bytes, flush_rows: config.head.flush_rows },
+        &registry,
+    ));
+    let checkpoint = catalog.wal_checkpoint(&config.node_id).await?;
+    let wal_opts = WalOptions {
+        dir: config.data_dir.join("wal"),
+        segment_bytes: config.wal.segment_bytes,
+        max_group_bytes: 8 << 20,
+        fsync: config.wal.fsync,
+    };
+    let replay_started = Instant::now();
+    let (wal, replay) = Wal::open(wal_opts, checkpoint, head.clone(), &registry)?;
+    // Segments wholly below the checkpoint were kept only because the last run stopped first.
+    wal.truncate_through(checkpoint);
+    tracing::info!(
+        checkpoint,
+        records = replay.records,
+        replayed_rows = replay.rows,
+        skipped = replay.skipped,
+        damaged = replay.damaged,
+        damaged_bytes = replay.damaged_bytes,
+        orphan_segments_removed = orphans,
+        ms = replay_started.elapsed().as_millis() as u64,
+        "recovered write-ahead log"
+    );
+
+    let wal_for_truncate = wal.clone();
+    let flusher = Arc::new(Flusher::new(
+        head.clone(),
+        catalog.clone(),
+        store.clone(),
+        config.node_id.clone(),
+        config.flush_interval()?,
+        Box::new(move |lsn| {
+            wal_for_truncate.truncate_through(lsn);
+        }),
+        &registry,
+    ));
+    let engine = Engine::new(
+        catalog.clone(),
+        head.clone(),
+        store,
+        config.node_id.clone(),
+        EngineConfig {
+            timeout: config.query_timeout()?,
+            memory_limit: config.query.memory_limit_bytes,
+            max_result_rows: config.query.max_result_rows,
+            threads: config.query.threads,
+        },
+        &registry,
+    )?;
+    let ingest_config = IngestConfig {
+        max_request_bytes: config.ingest.max_request_bytes,
+        item_limits: ItemLimits {
+            max_attribute_key_bytes: config.ingest.max_attribute_key_bytes,
+            max_attribute_value_bytes: config.ingest.max_attribute_value_bytes,
+            max_attributes: config.ingest.max_attributes,
+            max_body_bytes: config.ingest.max_log_body_bytes,
+        },
+        tokens: config.ingest.tokens.clone(),
+        max_wal_bytes: config.wal.max_bytes,
+    };
+    let ingestor = Arc::new(Ingestor::new(wal.clone(), head.clone(), ingest_config, &registry));
+
+    let grpc_l = bind("OTLP/gRPC", &config.listen.otlp_grpc).await?;
+    let http_l = bind("OTLP/HTTP", &config.listen.otlp_http).await?;
+    let api_l = bind("the UI and API", &config.listen.http).await?;
+    let bound = Bound { otlp_grpc: grpc_l.local_addr()?, otlp_http: http_l.local_addr()?, http: api_l.local_addr()? };
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        query: Arc::new(engine),
+        registry: registry.clone(),
+        readiness: Arc::new(Ready { wal: wal.clone(), stopping: stopping.clone() }),
+        api_tokens: Arc::new(config.api.tokens.clone()),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let until_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let flusher_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
+    let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
+    let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
+        .with_graceful_shutdown(until_stop(stop_rx.clone()))
+        .into_future();
+    let api = axum::serve(api_l, tracelight_web::router(state))
+        .with_graceful_shutdown(until_stop(stop_rx.clone()))
+        .into_future();
+    let listeners = vec![
+        ("OTLP/gRPC", tokio::spawn(async move { report("OTLP/gRPC", grpc.await) })),
+        ("OTLP/HTTP", tokio::spawn(async move { report("OTLP/HTTP", otlp_http.await) })),
+        ("API", tokio::spawn(async move { report("API", api.await) })),
+    ];
+
+    // Tests and scripts read this line to find the chosen ports; keep its shape.
+    println!(
+        "tracelight listening: otlp_grpc={} otlp_http={} http={} data_dir={}",
+        bound.otlp_grpc,
+        bound.otlp_http,
+        bound.http,
+        config.data_dir.display()
+    );
+    tracing::info!(
+        "tracelight ready in {} ms: OTLP gRPC {}, OTLP HTTP {}, UI and API http://{}, data in {} (catalog {}, segments {})",
+        started.elapsed().as_millis(),
+        bound.otlp_grpc,
+        bound.otlp_http,
+        bound.http,
+        config.data_dir.display(),
+        catalog.display_url(),
+        config.storage_url(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests, then a final flush");
+    stopping.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    // In-flight requests get a grace period; connections that clients keep open after it
+    // (idle HTTP/2 and keep-alive connections) are closed by aborting the listener.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    for (name, mut task) in listeners {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::info!("{name}: closing connections still open after the {SHUTDOWN_GRACE:?} grace period");
+            task.abort();
+        }
+    }
+    let _ = flusher_task.await;
+    catalog.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How long in-flight requests may take once shutdown starts.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn report<E: std::fmt::Display>(name: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::error!("{name} listener failed: {e}");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

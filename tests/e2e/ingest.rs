@@ -1,0 +1,270 @@
+//! Every signal over every transport is stored with its fields, and survives restarts.
+
+use serde_json::{Value, json};
+
+use crate::harness::Server;
+use crate::otlp;
+use crate::transport::{self, Body};
+
+#[tokio::test]
+async fn every_signal_over_every_transport_is_stored_exactly_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[("TRACELIGHT_HEAD_FLUSH_INTERVAL", "300ms")]);
+    let ch = transport::channel(&server).await;
+
+    // gRPC, plain and gzip.
+    for (svc, gz) in [("grpc-plain", false), ("grpc-gzip", true)] {
+        let r = transport::grpc_traces(&ch, otlp::seq_traces(svc, 0, 30), gz).await.unwrap();
+        assert_eq!(r.partial_success, None);
+        transport::grpc_logs(&ch, otlp::logs(svc, 0, 20), gz).await.unwrap();
+        transport::grpc_metrics(&ch, otlp::metrics(svc), gz).await.unwrap();
+    }
+    // HTTP: protobuf, JSON, each plain and gzip.
+    for (svc, body, gz) in [
+        ("http-proto", Body::Protobuf, false),
+        ("http-proto-gzip", Body::Protobuf, true),
+        ("http-json", Body::Json, false),
+        ("http-json-gzip", Body::Json, true),
+    ] {
+        for res in [
+            transport::http_export(&server, "/v1/traces", &otlp::seq_traces(svc, 0, 30), body, gz).await,
+            transport::http_export(&server, "/v1/logs", &otlp::logs(svc, 0, 20), body, gz).await,
+            transport::http_export(&server, "/v1/metrics", &otlp::metrics(svc), body, gz).await,
+        ] {
+            assert_eq!(res.status(), 200);
+            let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+            assert_eq!(
+                ct,
+                match body {
+                    Body::Protobuf => "application/x-protobuf",
+                    Body::Json => "application/json",
+                }
+            );
+        }
+    }
+    transport::grpc_traces(&ch, otlp::traces("rich", vec![otlp::rich_span()]), false).await.unwrap();
+    transport::grpc_logs(&ch, otlp::array_log("rich"), false).await.unwrap();
+
+    let per_service = "SELECT service_name, count(*) FROM spans GROUP BY 1 \
+                       UNION ALL SELECT concat('logs:', service_name), count(*) FROM logs GROUP BY 1 \
+                       UNION ALL SELECT concat('metrics:', service_name), count(*) FROM metrics GROUP BY 1 ORDER BY 1";
+    let mut expected = Vec::new();
+    for svc in ["grpc-gzip", "grpc-plain", "http-json", "http-json-gzip", "http-proto", "http-proto-gzip"] {
+        expected.push(json!([svc, 30]));
+        expected.push(json!([format!("logs:{svc}"), 20]));
+        expected.push(json!([format!("metrics:{svc}"), 5]));
+    }
+    expected.push(json!(["logs:rich", 1]));
+    expected.push(json!(["rich", 1]));
+    expected.sort_by_key(|v| v[0].as_str().unwrap().to_string());
+    let expected: Vec<Vec<Value>> = expected.into_iter().map(|v| v.as_array().unwrap().clone()).collect();
+
+    // Queryable at once (head), then from Parquet after a flush, after SIGTERM, after kill -9.
+    assert_eq!(server.sql(per_service).await, expected);
+    check_fields(&server).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let v = server.query_json(json!({ "sql": "SELECT count(*) FROM spans" })).await;
+    assert!(v["stats"]["segments"].as_u64().unwrap() > 0, "flushed to Parquet: {v}");
+    assert_eq!(server.sql(per_service).await, expected);
+    server.restart();
+    assert_eq!(server.sql(per_service).await, expected);
+    check_fields(&server).await;
+    // Some rows only in the WAL (no flush before the kill).
+    let ch = transport::channel(&server).await;
+    transport::grpc_traces(&ch, otlp::seq_traces("late", 0, 7), false).await.unwrap();
+    server.restart_after_kill9();
+    assert_eq!(server.count("SELECT count(*) FROM spans WHERE service_name = 'late'").await, 7);
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 6 * 30 + 1 + 7);
+}
+
+async fn check_fields(server: &Server) {
+    let rows = server
+        .sql(
+            "SELECT trace_id, span_id, parent_span_id, name, kind, status_code, status_message, duration_ns, \
+             attributes['http.route'], resource_attributes['host.name'], scope_name, scope_version, \
+             events[1]['name'], events[1]['attributes']['exception.type'], links[1]['trace_id'] \
+             FROM spans WHERE service_name = 'rich'",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!("abababababababab0000000000000007"),
+            json!("0000000000000047"),
+            json!("0000000000000046"),
+            json!("POST /checkout"),
+            json!("SERVER"),
+            json!("ERROR"),
+            json!("boom"),
+            json!(250000),
+            json!("/checkout/{id}"),
+            json!("e2e"),
+            json!("e2e-scope"),
+            json!("1.2.3"),
+            json!("exception"),
+            json!("Timeout"),
+            json!("abababababababab0000000000000008"),
+        ]]
+    );
+    // Attribute filters work in WHERE; a missing key is NULL.
+    assert_eq!(
+        server.count("SELECT count(*) FROM spans WHERE attributes['http.route'] = '/checkout/{id}'").await,
+        6 * 30 + 1
+    );
+    assert_eq!(server.count("SELECT count(*) FROM spans WHERE attributes['nope'] IS NULL").await, 6 * 30 + 1);
+
+    let rows = server
+        .sql("SELECT body, severity_number, severity_text, trace_id, span_id, attributes['seq'] FROM logs WHERE service_name = 'http-json' AND attributes['seq'] = '3'")
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!(r#"{"msg":"payment timeout","attempt":3}"#),
+            json!(17),
+            json!("ERROR"),
+            json!("abababababababab0000000000000007"),
+            json!("0000000000000047"),
+            json!("3"),
+        ]]
+    );
+    assert_eq!(server.sql("SELECT body FROM logs WHERE service_name = 'rich'").await, vec![vec![json!(r#"["a",2]"#)]]);
+
+    let rows = server
+        .sql(
+            "SELECT name, kind, temporality, is_monotonic, value, value_int, count, sum, bucket_counts, explicit_bounds, \
+             exemplars[1]['trace_id'], exp_scale, exp_zero_count, exp_positive_offset, exp_positive_bucket_counts, \
+             quantiles[1]['quantile'], quantiles[1]['value'] \
+             FROM metrics WHERE service_name = 'grpc-gzip' ORDER BY name",
+        )
+        .await;
+    let null = Value::Null;
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                json!("latency"),
+                json!("histogram"),
+                json!("delta"),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                json!(6),
+                json!(1.5),
+                json!([1, 2, 3]),
+                json!([0.1, 0.5]),
+                json!("abababababababab0000000000000007"),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone()
+            ],
+            vec![
+                json!("latency_exp"),
+                json!("exponential_histogram"),
+                json!("delta"),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                json!(3),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                json!(2),
+                json!(1),
+                json!(1),
+                json!([1, 1]),
+                null.clone(),
+                null.clone()
+            ],
+            vec![
+                json!("requests"),
+                json!("sum"),
+                json!("cumulative"),
+                json!(true),
+                json!(42.0),
+                json!(42),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone()
+            ],
+            vec![
+                json!("rpc_summary"),
+                json!("summary"),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                json!(10),
+                json!(5.0),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                json!(0.99),
+                json!(0.9)
+            ],
+            vec![
+                json!("temperature"),
+                json!("gauge"),
+                null.clone(),
+                null.clone(),
+                json!("NaN"),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone(),
+                null.clone()
+            ],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_published_otlp_json_examples_load_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otlp-json");
+    for (file, path) in [("trace.json", "/v1/traces"), ("logs.json", "/v1/logs"), ("metrics.json", "/v1/metrics")] {
+        let bytes = std::fs::read(format!("{fixtures}/{file}")).unwrap();
+        let res = transport::post_raw(&server, path, "application/json", bytes, false).await;
+        assert_eq!(res.status(), 200, "{file}");
+        let v: Value = res.json().await.unwrap();
+        assert!(v["partialSuccess"].is_null(), "{file}: {v}");
+    }
+    assert_eq!(
+        server.sql("SELECT trace_id, span_id, name, kind, service_name FROM spans").await,
+        vec![vec![
+            json!("5b8efff798038103d269b633813fc60c"),
+            json!("eee19b7ec3c1b174"),
+            json!("I'm a server span"),
+            json!("SERVER"),
+            json!("my.service")
+        ]]
+    );
+    assert_eq!(server.count("SELECT count(*) FROM logs WHERE body = 'Example log record'").await, 1);
+    assert_eq!(
+        server.sql("SELECT name FROM metrics ORDER BY 1").await,
+        vec![vec![json!("my.counter")], vec![json!("my.gauge")], vec![json!("my.histogram")]]
+    );
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `tracelight` binary, real OTLP clients (tonic gRPC, HTTP with
+//! protobuf/JSON/gzip, and the Python OpenTelemetry SDK), a temporary data directory each.
+
+mod crash;
+mod harness;
+mod ingest;
+mod otlp;
+mod postgres;
+mod protocol;
+mod sdk;
+mod transport;
