@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(migrations = ?applied, "catalog migrated");
     }
     let store = SegmentStore::open(&config.storage_url())?;
-    let orphans = tracelight_storage::remove_orphans(&catalog, &store).await?;
+    let orphans = tracelight_storage::remove_orphans(&catalog, &store, &config.node_id).await?;
 
     let head = Arc::new(Head::new(
         HeadConfig { max_bytes: config.head.max_bytes, flush_rows: config.head.flush_rows },
@@ -138,11 +138,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_tokens: Arc::new(config.api.tokens.clone()),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The flusher stops after the listeners, so its final flush covers every request that was
+    // still in flight when shutdown began.
+    let (flusher_stop_tx, flusher_stop_rx) = watch::channel(false);
     let until_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let flusher_task = tokio::spawn(flusher.clone().run(stop_rx.clone()));
+    let flusher_task = tokio::spawn(flusher.clone().run(flusher_stop_rx));
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
         .with_graceful_shutdown(until_stop(stop_rx.clone()))
@@ -156,14 +159,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ("API", tokio::spawn(async move { report("API", api.await) })),
     ];
 
-    // Tests and scripts read this line to find the chosen ports; keep its shape.
-    println!(
-        "tracelight listening: otlp_grpc={} otlp_http={} http={} data_dir={}",
-        bound.otlp_grpc,
-        bound.otlp_http,
-        bound.http,
-        config.data_dir.display()
-    );
     tracing::info!(
         "tracelight ready in {} ms: OTLP gRPC {}, OTLP HTTP {}, UI and API http://{}, data in {} (catalog {}, segments {})",
         started.elapsed().as_millis(),
@@ -175,6 +170,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.storage_url(),
     );
 
+    // Tests and scripts read this line to find the chosen ports; keep its shape.
+    println!(
+        "tracelight listening: otlp_grpc={} otlp_http={} http={} data_dir={}",
+        bound.otlp_grpc,
+        bound.otlp_http,
+        bound.http,
+        config.data_dir.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests, then a final flush");
     stopping.store(true, Ordering::Release);
@@ -188,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             task.abort();
         }
     }
+    let _ = flusher_stop_tx.send(true);
     let _ = flusher_task.await;
     catalog.close().await;
     tracing::info!("stopped");

@@ -29,14 +29,16 @@ const JSON: &str = "application/json";
 
 /// The OTLP/HTTP router. Unknown paths get 404 and other methods 405 from axum.
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
-    // Leave a little room above the limit so that the exact limit is enforced (and counted)
-    // by `read_body` rather than by axum's generic 413.
+    // Bodies somewhat over the limit are still read in full, so the client gets a proper 413
+    // from `read_body` instead of a connection reset while it is still sending. Past this
+    // hard cap axum refuses early.
     let limit = ingestor.config().max_request_bytes;
+    let hard_cap = limit.saturating_add(4 << 20);
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/logs", post(logs))
         .route("/v1/metrics", post(metrics))
-        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .layer(DefaultBodyLimit::max(hard_cap))
         .with_state(ingestor)
 }
 

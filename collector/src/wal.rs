@@ -22,11 +22,10 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracelight_model::telemetry::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 use tracelight_model::{BatchSink, SignalBatch};
 
@@ -62,6 +61,9 @@ pub struct ReplayStats {
     pub damaged: u64,
     /// Bytes cut off at damaged places.
     pub damaged_bytes: u64,
+    /// Intact records (CRC correct) this binary cannot decode, e.g. written by a newer version.
+    /// They are skipped, and their segment is copied to `wal/quarantine/` first.
+    pub undecodable: u64,
 }
 
 struct Segment {
@@ -97,7 +99,7 @@ struct Shared {
 /// Handle to the WAL; cheap to clone.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::SyncSender<Append>,
+    tx: mpsc::Sender<Append>,
     shared: Arc<Shared>,
 }
 
@@ -110,7 +112,15 @@ impl Wal {
         sink: Arc<dyn BatchSink>,
         registry: &Registry,
     ) -> Result<(Wal, ReplayStats), WalError> {
-        fs::create_dir_all(&opts.dir).map_err(|e| WalError::io("create WAL directory", &opts.dir, e))?;
+        if !opts.dir.exists() {
+            fs::create_dir_all(&opts.dir).map_err(|e| WalError::io("create WAL directory", &opts.dir, e))?;
+            // The new directory's entry must survive power loss too.
+            if let Some(parent) = opts.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| WalError::io("sync data directory", parent, e))?;
+            }
+        }
         let metrics = Metrics {
             fsync_seconds: registry.histogram(
                 "tracelight_wal_fsync_seconds",
@@ -156,7 +166,7 @@ impl Wal {
         shared.metrics.wal_bytes.set(total as i64);
         // Bounded queue: when the disk falls behind, callers wait here (and time out upstream)
         // instead of queueing unbounded memory.
-        let (tx, rx) = mpsc::sync_channel::<Append>(4096);
+        let (tx, rx) = mpsc::channel::<Append>(4096);
         let writer = Writer {
             opts,
             rx,
@@ -183,19 +193,8 @@ impl Wal {
         }
         let payload = record::encode(&batches)?;
         let (reply, rx) = oneshot::channel();
-        let tx = self.tx.clone();
-        let msg = Append { payload, batches, reply };
-        // The queue is bounded; a full queue blocks, so send from a blocking-capable thread.
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(msg)) => {
-                tokio::task::spawn_blocking(move || tx.send(msg))
-                    .await
-                    .map_err(|_| WalError::Failed)?
-                    .map_err(|_| WalError::Failed)?;
-            }
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(WalError::Failed),
-        }
+        // The queue is bounded: when the disk falls behind, callers wait here.
+        self.tx.send(Append { payload, batches, reply }).await.map_err(|_| WalError::Failed)?;
         rx.await.map_err(|_| WalError::Failed)?
     }
 
@@ -248,8 +247,19 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        // If this thread dies (a panic in the sink, say), the WAL must stop reporting healthy.
+        struct FailOnUnwind(Arc<Shared>);
+        impl Drop for FailOnUnwind {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    tracing::error!("WAL writer thread panicked; refusing all further ingest until restart");
+                    self.0.failed.store(true, Ordering::Release);
+                }
+            }
+        }
+        let _guard = FailOnUnwind(self.shared.clone());
         let mut group: Vec<Append> = Vec::new();
-        while let Ok(first) = self.rx.recv() {
+        while let Some(first) = self.rx.blocking_recv() {
             let mut group_bytes = first.payload.len();
             group.push(first);
             while group_bytes < self.opts.max_group_bytes {
@@ -414,10 +424,17 @@ fn replay_segment(
                             sink.consume(lsn, batches);
                         }
                         Err(e) => {
-                            // The CRC matched, so this is a format bug rather than disk damage;
-                            // still, never refuse to start over it.
-                            damage = Some(format!("record {lsn} failed to decode: {e}"));
-                            break;
+                            // The CRC matched: the bytes are what was written, this binary just
+                            // cannot read them. Keep a copy, skip the record, never cut the file.
+                            stats.undecodable += 1;
+                            let kept = quarantine(path);
+                            tracing::error!(
+                                segment = %path.display(),
+                                lsn,
+                                error = %e,
+                                copy = %kept,
+                                "WAL record cannot be decoded by this version; skipped, segment kept"
+                            );
                         }
                     }
                 }
@@ -451,6 +468,19 @@ fn replay_segment(
         fs::remove_file(path).map_err(|e| WalError::io("remove empty WAL segment", path, e))?;
     }
     Ok(Segment { path: path.to_path_buf(), last_lsn, bytes: pos as u64 })
+}
+
+/// Copies a segment to `<wal>/quarantine/` (once) and says where, or why not.
+fn quarantine(path: &Path) -> String {
+    let Some(dir) = path.parent().map(|d| d.join("quarantine")) else { return "nowhere".into() };
+    let target = dir.join(path.file_name().unwrap_or_default());
+    if target.exists() {
+        return target.display().to_string();
+    }
+    match fs::create_dir_all(&dir).and_then(|_| fs::copy(path, &target)).and_then(|_| File::open(&dir)?.sync_all()) {
+        Ok(()) => target.display().to_string(),
+        Err(e) => format!("copy failed: {e}"),
+    }
 }
 
 /// Parses one record at the start of `buf`: `(lsn, payload)` or why it is damaged.

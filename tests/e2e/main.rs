@@ -5,6 +5,7 @@ mod crash;
 mod harness;
 mod ingest;
 mod otlp;
+mod overload;
 mod postgres;
 mod protocol;
 mod sdk;

@@ -198,3 +198,26 @@ async fn damage_is_contained_counted_and_start_up_continues() {
         assert_eq!(rec.0.lock().len() as u64, survive + 1, "{name}");
     }
 }
+
+#[tokio::test]
+async fn an_intact_record_this_version_cannot_decode_is_skipped_and_kept_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 1 << 30, &[2]).await;
+    // Append an intact record (correct CRC) with a payload no version of this decoder reads,
+    // then a normal record after it.
+    let p = last_segment(dir.path());
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    let alien = b"\x01\x00\x09future-format";
+    f.write_all(&header_for(2, alien)).unwrap();
+    f.write_all(alien).unwrap();
+    let good = record::encode(&logs(3, "after")).unwrap();
+    f.write_all(&header_for(3, &good)).unwrap();
+    f.write_all(&good).unwrap();
+    drop(f);
+
+    let (_, stats, rec) = open(dir.path(), 1 << 30, 0);
+    assert_eq!(*rec.0.lock(), vec![(1, 2), (3, 3)], "records before and after are replayed");
+    assert_eq!((stats.undecodable, stats.damaged), (1, 0));
+    let kept = dir.path().join("quarantine").join(p.file_name().unwrap());
+    assert_eq!(fs::read(&kept).unwrap(), fs::read(&p).unwrap(), "the segment is kept whole in quarantine");
+}

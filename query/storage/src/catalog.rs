@@ -175,10 +175,25 @@ impl Catalog {
         Ok(lsn.unwrap_or(0) as u64)
     }
 
-    /// Records new segments and moves the node's WAL checkpoint, atomically.
-    pub async fn commit_flush(&self, node: &str, segments: &[SegmentMeta], wal_lsn: u64) -> Result<(), StorageError> {
+    /// Records new segments and moves the node's WAL checkpoint, atomically. Returns false
+    /// (and changes nothing) when the checkpoint is already at or past `wal_lsn`: a retry of a
+    /// commit that succeeded although its answer was lost, or a second process with this node
+    /// name.
+    pub async fn commit_flush(&self, node: &str, segments: &[SegmentMeta], wal_lsn: u64) -> Result<bool, StorageError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin flush commit", e))?;
+            // Take the row lock first (PostgreSQL); SQLite serialises writers anyway.
+            let lock = if self.is_postgres() {
+                "SELECT wal_lsn FROM wal_checkpoints WHERE node = $1 FOR UPDATE"
+            } else {
+                "SELECT wal_lsn FROM wal_checkpoints WHERE node = $1"
+            };
+            let current: Option<i64> = sqlx::query(lock).bind(node).fetch_optional(&mut *tx).await
+                .map_err(|e| StorageError::catalog("read WAL checkpoint", e))?.map(|r| r.get(0));
+            if current.is_some_and(|c| c as u64 >= wal_lsn) {
+                tx.rollback().await.map_err(|e| StorageError::catalog("roll back duplicate flush", e))?;
+                return Ok(false);
+            }
             for s in segments {
                 sqlx::query(
                     "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
@@ -198,7 +213,7 @@ impl Catalog {
             .execute(&mut *tx).await.map_err(|e| StorageError::catalog("move WAL checkpoint", e))?;
             tx.commit().await.map_err(|e| StorageError::catalog("commit flush", e))?;
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Segments of `tenant`/`signal` whose time range overlaps `[start_ns, end_ns)`; the partition

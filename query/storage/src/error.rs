@@ -8,15 +8,10 @@ pub enum StorageError {
     Catalog { what: String, source: sqlx::Error },
     #[error("segment write failed: {0}")]
     SegmentWrite(String),
-    #[error("object store: {what} failed: {source}")]
-    ObjectStore { what: String, source: object_store::Error },
 }
 
 impl StorageError {
     pub fn catalog(what: impl Into<String>, source: sqlx::Error) -> StorageError {
         StorageError::Catalog { what: what.into(), source }
-    }
-    pub fn store(what: impl Into<String>, source: object_store::Error) -> StorageError {
-        StorageError::ObjectStore { what: what.into(), source }
     }
 }

@@ -89,8 +89,16 @@ impl Flusher {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        if let Err(e) = self.flush_once().await {
-            tracing::error!(error = %e, "final flush failed; the WAL still holds everything and replays it at start-up");
+        // A generation left by a failed flush goes first, then the active one.
+        for _ in 0..3 {
+            match self.flush_once().await {
+                Ok(stats) if stats.segments == 0 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "final flush failed; the WAL still holds everything and replays it at start-up");
+                    break;
+                }
+            }
         }
     }
 
@@ -110,7 +118,8 @@ impl Flusher {
                 let enc = segment::encode(key.signal, batches)?;
                 let (day, hour) = partition_dirs(key.hour);
                 let salt: u32 = rand::rng().random();
-                let id = format!("{flush_id}-{salt:08x}");
+                // The node name leads, so each node sweeps only its own leftovers at start-up.
+                let id = format!("{node}-{flush_id}-{salt:08x}");
                 let path = format!("{}/{}/{day}/{hour}/{id}.parquet", key.tenant, key.signal);
                 store.put(&path, &enc.bytes)?;
                 metas.push(SegmentMeta {
@@ -133,7 +142,14 @@ impl Flusher {
         .await
         .map_err(|e| StorageError::SegmentWrite(format!("flush task panicked: {e}")))??;
 
-        self.catalog.commit_flush(&self.node, &metas, checkpoint).await?;
+        if !self.catalog.commit_flush(&self.node, &metas, checkpoint).await? {
+            // An earlier attempt committed after all (its answer was lost). These files are
+            // copies; the start-up sweep would remove them too.
+            for m in &metas {
+                let _ = self.store.delete(&m.path);
+            }
+            tracing::warn!(checkpoint, "flush was already committed; removed the duplicate files of the retry");
+        }
         self.head.finish_flush();
         (self.on_checkpoint)(checkpoint);
 

@@ -169,7 +169,7 @@ impl BatchSink for Head {
         let g = &mut inner.active;
         for (key, batch) in parts {
             g.rows += batch.num_rows();
-            g.bytes += batch.get_array_memory_size();
+            g.bytes += batch_bytes(&batch);
             g.partitions.entry(key).or_default().push(batch);
         }
         g.first_lsn.get_or_insert(lsn);
@@ -181,6 +181,17 @@ impl BatchSink for Head {
             self.flush_wanted.notify_one();
         }
     }
+}
+
+/// Memory held by a batch. Batches replayed from the WAL are zero-copy views into one IPC
+/// message buffer, which `get_array_memory_size` would count once per column; the logical
+/// size of each column's slice is what the batch really adds.
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
+        .sum()
 }
 
 /// Splits a batch into one batch per hour of its time column (usually just one).
@@ -204,5 +215,39 @@ fn split_by_hour(b: SignalBatch, out: &mut Vec<(PartitionKey, RecordBatch)>) {
         let mask = BooleanArray::from(per_row.iter().map(|x| *x == h).collect::<Vec<_>>());
         let part = filter_record_batch(&b.batch, &mask).expect("mask has the batch's length");
         out.push((PartitionKey { tenant: b.tenant.clone(), signal: b.signal, hour: h }, part));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::ipc::reader::StreamReader;
+    use arrow::ipc::writer::StreamWriter;
+
+    use super::batch_bytes;
+
+    #[test]
+    fn replayed_ipc_batches_are_not_counted_once_per_column() {
+        let cols = 20;
+        let schema = Arc::new(Schema::new(
+            (0..cols).map(|i| Field::new(format!("c{i}"), DataType::Int64, false)).collect::<Vec<_>>(),
+        ));
+        let arrays = (0..cols).map(|_| Arc::new(Int64Array::from_iter_values(0..10_000)) as _).collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
+        let mut buf = Vec::new();
+        let mut w = StreamWriter::try_new(&mut buf, &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let replayed = StreamReader::try_new(Cursor::new(buf.clone()), None).unwrap().next().unwrap().unwrap();
+        let logical = cols * 10_000 * 8;
+        assert_eq!(batch_bytes(&replayed), logical);
+        assert!(batch_bytes(&replayed) <= buf.len());
+        let s = RecordBatch::try_from_iter([("s", Arc::new(StringArray::from(vec!["ab", "c"])) as _)]).unwrap();
+        assert_eq!(batch_bytes(&s), 3 + 3 * 4);
     }
 }

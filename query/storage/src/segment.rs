@@ -5,7 +5,6 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::{Array, TimestampNanosecondArray};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
@@ -63,6 +62,27 @@ pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment,
     Ok(EncodedSegment { bytes, rows: sorted.num_rows() as u64, min_time_ns, max_time_ns: max_time_ns.max(min_time_ns) })
 }
 
+/// `create_dir_all`, then fsync the parent of every directory it created, so the new
+/// directory entries survive power loss along with the file written into them.
+pub fn create_dir_all_durably(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Where segment files live. Only a local directory for now; object storage (`s3://`) is the
 /// scale-out step and is refused with a clear error until it is built.
 #[derive(Debug, Clone)]
@@ -94,20 +114,13 @@ impl SegmentStore {
         &self.root
     }
 
-    /// An `object_store` view of the root, for the query engine.
-    pub fn object_store(&self) -> Result<Arc<dyn object_store::ObjectStore>, StorageError> {
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&self.root)
-            .map_err(|e| StorageError::store("open segment directory", e))?;
-        Ok(Arc::new(fs))
-    }
-
     /// Writes a file durably: temp file, fsync, rename, fsync of the directory. A crash leaves
     /// either nothing or the whole file (and at worst a `.tmp` that start-up removes).
     pub fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.root.join(rel);
         let dir = path.parent().expect("segment paths have a directory");
         let io = |what: &str, e: std::io::Error| StorageError::SegmentWrite(format!("{what} {}: {e}", path.display()));
-        fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        create_dir_all_durably(dir).map_err(|e| io("create directory for", e))?;
         let tmp = path.with_extension("parquet.tmp");
         let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
         f.write_all(bytes).map_err(|e| io("write", e))?;

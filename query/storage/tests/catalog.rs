@@ -1,0 +1,81 @@
+//! Catalog tests, run against SQLite always and against PostgreSQL when
+//! TRACELIGHT_TEST_POSTGRES_URL is set (scripts/test and .ci/run set it).
+
+use sqlx::Connection;
+use tracelight_model::{Signal, Tenant};
+use tracelight_storage::{Catalog, SegmentMeta};
+
+const H: i64 = 3_600_000_000_000;
+
+fn seg(id: &str, signal: Signal, hour: i64, lsn: u64) -> SegmentMeta {
+    SegmentMeta {
+        id: id.into(),
+        node: "n1".into(),
+        tenant: Tenant::default(),
+        signal,
+        partition_hour: hour,
+        path: format!("default/{signal}/x/{hour}/n1-{id}.parquet"),
+        min_time_ns: hour * H + 10,
+        max_time_ns: hour * H + 20,
+        rows: 5,
+        bytes: 100,
+        flush_lsn: lsn,
+        created_at_ns: 0,
+    }
+}
+
+async fn exercise(catalog: &Catalog) {
+    assert_eq!(catalog.migrate().await.unwrap(), vec!["0001_segments".to_string()]);
+    assert!(catalog.migrate().await.unwrap().is_empty(), "migrations apply once");
+    assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 0);
+
+    assert!(
+        catalog.commit_flush("n1", &[seg("a", Signal::Spans, 10, 4), seg("b", Signal::Logs, 10, 4)], 4).await.unwrap()
+    );
+    assert!(catalog.commit_flush("n1", &[seg("c", Signal::Spans, 12, 9)], 9).await.unwrap());
+    assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 9);
+    // A retried commit of an already committed flush changes nothing.
+    assert!(!catalog.commit_flush("n1", &[seg("c2", Signal::Spans, 12, 9)], 9).await.unwrap());
+    assert_eq!(catalog.all_segment_paths().await.unwrap().len(), 3);
+
+    let t = Tenant::default();
+    let ids = |v: Vec<SegmentMeta>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(catalog.segments(&t, Signal::Spans, None, None).await.unwrap()), vec!["a", "c"]);
+    assert_eq!(ids(catalog.segments(&t, Signal::Spans, Some(11 * H), None).await.unwrap()), vec!["c"]);
+    assert_eq!(ids(catalog.segments(&t, Signal::Spans, None, Some(10 * H + 10)).await.unwrap()), Vec::<String>::new());
+    assert_eq!(ids(catalog.segments(&t, Signal::Spans, None, Some(10 * H + 11)).await.unwrap()), vec!["a"]);
+    assert_eq!(ids(catalog.segments(&t, Signal::Logs, None, None).await.unwrap()), vec!["b"]);
+    let other = Tenant::new("other").unwrap();
+    assert!(catalog.segments(&other, Signal::Spans, None, None).await.unwrap().is_empty());
+    let got = &catalog.segments(&t, Signal::Logs, None, None).await.unwrap()[0];
+    assert_eq!(got, &seg("b", Signal::Logs, 10, 4));
+}
+
+#[tokio::test]
+async fn catalog_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/nested/catalog.db", dir.path().display())).await.unwrap();
+    exercise(&catalog).await;
+}
+
+#[tokio::test]
+async fn catalog_on_postgresql() {
+    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED catalog_on_postgresql: TRACELIGHT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let name = format!("tracelight_catalog_{}_{}", std::process::id(), rand::random::<u32>());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let catalog = Catalog::connect(&url).await.unwrap();
+    exercise(&catalog).await;
+    catalog.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_clear_errors() {
+    let err = Catalog::connect("mysql://x").await.err().unwrap().to_string();
+    assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
+}
