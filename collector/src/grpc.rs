@@ -1,79 +1,152 @@
 //! OTLP/gRPC receiver (tonic): TraceService, LogsService and MetricsService on one port.
 //!
-//! tonic decodes the message; conversion and everything after it is shared with HTTP. Three
-//! status mappings differ from tonic's defaults on purpose (shared/TESTPLAN.md §A7-8):
-//! an over-size message becomes `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`, which OTLP
-//! clients retry forever), an undecodable one `INVALID_ARGUMENT` (tonic says `INTERNAL`, also
-//! retried), and overload is `UNAVAILABLE` with a `RetryInfo` detail.
+//! tonic handles HTTP/2, framing, gzip and the size cap; the message bytes go to the same pure
+//! decode function as OTLP/HTTP (so invalid UTF-8 is repaired, not fatal, on both). Status
+//! mappings follow shared/TESTPLAN.md §A7-8: undecodable is `INVALID_ARGUMENT`, over-size is
+//! `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`, which OTLP clients retry forever), and
+//! overload is `UNAVAILABLE` with a `RetryInfo` detail.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes};
 use http::HeaderValue;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
-use tonic::codec::CompressionEncoding;
+use tonic::body::Body;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracelight_model::Signal;
-
-use crate::decode::{self, DecodeContext, Decoded};
-use crate::error::IngestError;
-use crate::ingest::{ExportOutcome, Ingestor, TENANT_HEADER};
 use tracelight_model::auth::bearer_allowed;
 
-#[derive(Clone)]
-struct Receiver(Arc<Ingestor>);
+use crate::decode::{self, DecodeContext, Format};
+use crate::error::IngestError;
+use crate::ingest::{Ingestor, TENANT_HEADER};
 
-impl Receiver {
-    fn context<T>(&self, req: &Request<T>) -> Result<DecodeContext, IngestError> {
-        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        if !bearer_allowed(auth, &self.0.config().tokens) {
-            return Err(IngestError::Unauthenticated);
-        }
-        let tenant = Ingestor::tenant_from_header(req.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()))?;
-        Ok(DecodeContext {
-            tenant,
-            now_ns: tracelight_model::time::now_ns(),
-            limits: self.0.config().item_limits.clone(),
+/// One OTLP service (`S` is the signal's code): tonic frames, decompresses and caps the
+/// message; the bytes go to the same pure decode function as OTLP/HTTP.
+struct Otlp<const S: u8>(Arc<Ingestor>);
+
+impl<const S: u8> Clone for Otlp<S> {
+    fn clone(&self) -> Self {
+        Otlp(self.0.clone())
+    }
+}
+
+impl NamedService for Otlp<1> {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+impl NamedService for Otlp<2> {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+impl NamedService for Otlp<3> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl<const S: u8, B> tower::Service<http::Request<B>> for Otlp<S>
+where
+    Otlp<S>: NamedService,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let export = req.uri().path().strip_prefix('/').and_then(|p| p.strip_prefix(<Self as NamedService>::NAME))
+            == Some("/Export");
+        let ingestor = self.0.clone();
+        Box::pin(async move {
+            if !export {
+                return Ok(Status::unimplemented("only Export is served").into_http());
+            }
+            let limit = ingestor.config().max_request_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit);
+            let signal = Signal::from_code(S).expect("services are built for valid signal codes");
+            Ok(grpc.unary(Export { ingestor, signal }, req).await)
         })
     }
+}
 
-    async fn export<T: Message>(
-        &self,
-        req: Request<T>,
-        signal: Signal,
-        convert: fn(&T, &DecodeContext) -> Decoded,
-    ) -> Result<ExportOutcome, Status> {
-        let ctx = match self.context(&req) {
-            Ok(ctx) => ctx,
-            Err(e) => {
-                self.0.count_refused(&e);
-                return Err(to_status(e));
+struct Export {
+    ingestor: Arc<Ingestor>,
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for Export {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (ingestor, signal) = (self.ingestor.clone(), self.signal);
+        Box::pin(async move {
+            match export(&ingestor, signal, req).await {
+                Ok(body) => Ok(Response::new(body)),
+                Err(e) => Err(to_status(e)),
             }
-        };
-        let msg = req.into_inner();
-        let size = msg.encoded_len();
-        let decoded = convert(&msg, &ctx);
-        drop(msg);
-        self.0.export(signal, decoded, size).await.map_err(to_status)
+        })
     }
+}
+
+async fn export(ing: &Ingestor, signal: Signal, req: Request<Bytes>) -> Result<Bytes, IngestError> {
+    let refused = |e: IngestError| {
+        ing.count_refused(&e);
+        e
+    };
+    let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    if !bearer_allowed(auth, &ing.config().tokens) {
+        return Err(refused(IngestError::Unauthenticated));
+    }
+    let tenant = Ingestor::tenant_from_header(req.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
+        .map_err(refused)?;
+    let ctx =
+        DecodeContext { tenant, now_ns: tracelight_model::time::now_ns(), limits: ing.config().item_limits.clone() };
+    let body = req.into_inner();
+    let decoded = match signal {
+        Signal::Spans => decode::decode_traces(&body, Format::Protobuf, &ctx),
+        Signal::Logs => decode::decode_logs(&body, Format::Protobuf, &ctx),
+        Signal::Metrics => decode::decode_metrics(&body, Format::Protobuf, &ctx),
+    }
+    .map_err(|e| refused(IngestError::Invalid(e.to_string())))?;
+    let size = body.len();
+    drop(body);
+    let out = ing.export(signal, decoded, size).await?;
+    let (rejected, message) = (out.rejected as i64, out.message.unwrap_or_default());
+    let partial = out.rejected > 0;
+    let response = match signal {
+        Signal::Spans => ExportTraceServiceResponse {
+            partial_success: partial
+                .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: partial
+                .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: partial
+                .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
+        }
+        .encode_to_vec(),
+    };
+    Ok(Bytes::from(response))
 }
 
 fn to_status(e: IngestError) -> Status {
@@ -95,90 +168,64 @@ fn to_status(e: IngestError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let out = Receiver::export(self, req, Signal::Spans, decode::traces_to_arrow).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (out.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: out.rejected as i64,
-                error_message: out.message.unwrap_or_default(),
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let out = Receiver::export(self, req, Signal::Logs, decode::logs_to_arrow).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (out.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: out.rejected as i64,
-                error_message: out.message.unwrap_or_default(),
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let out = Receiver::export(self, req, Signal::Metrics, decode::metrics_to_arrow).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (out.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: out.rejected as i64,
-                error_message: out.message.unwrap_or_default(),
-            }),
-        }))
-    }
-}
-
 /// Serves the three OTLP gRPC services on `listener` until `shutdown` resolves.
 pub async fn serve(
     ingestor: Arc<Ingestor>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = ingestor.config().max_request_bytes;
-    let rx = Receiver(ingestor);
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(FixStatus))
-        .add_service(
-            TraceServiceServer::new(rx.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            LogsServiceServer::new(rx.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
-        )
-        .add_service(
-            MetricsServiceServer::new(rx)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
-        )
+        .add_service(Otlp::<1>(ingestor.clone()))
+        .add_service(Otlp::<2>(ingestor.clone()))
+        .add_service(Otlp::<3>(ingestor))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await
 }
 
-/// Rewrites two statuses tonic produces before our handler runs: `OUT_OF_RANGE` for an
-/// over-size request becomes `RESOURCE_EXHAUSTED`, and `INTERNAL` for an undecodable message
-/// becomes `INVALID_ARGUMENT`. tonic reports both as trailers-only responses, so the status is
-/// in the headers.
+/// A gRPC codec that passes message bytes through: decoding is ours, not tonic's.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct RawCodec;
+
+#[derive(Debug)]
+pub struct RawEncoder;
+
+#[derive(Debug)]
+pub struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Rewrites the status tonic produces for an over-size request before our handler runs:
+/// `OUT_OF_RANGE` becomes `RESOURCE_EXHAUSTED`. tonic reports it as a trailers-only response,
+/// so the status is in the headers.
 #[derive(Clone)]
 struct FixStatus<S>(S);
 

@@ -46,6 +46,7 @@ struct Metrics {
     rejected_items: Arc<Counter>,
     rejected_requests: Arc<Counter>,
     truncated: Arc<Counter>,
+    invalid_utf8: Arc<Counter>,
 }
 
 /// Shared by the gRPC and HTTP receivers.
@@ -77,6 +78,10 @@ impl Ingestor {
             truncated: registry.counter(
                 "tracelight_truncated_values_total",
                 "Attribute values and log bodies cut to the configured limits.",
+            ),
+            invalid_utf8: registry.counter(
+                "tracelight_invalid_utf8_strings_total",
+                "Strings with invalid UTF-8 that were stored with U+FFFD instead of refusing the request.",
             ),
         };
         Ingestor { wal, sink, config, metrics }
@@ -116,7 +121,7 @@ impl Ingestor {
         decoded: Decoded,
         approx_bytes: usize,
     ) -> Result<ExportOutcome, IngestError> {
-        let Decoded { batch, rejected, message, reasons, truncated_values } = decoded;
+        let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
         let accepted = batch.num_rows() as u64;
         if accepted > 0 {
             self.admit(approx_bytes)?;
@@ -127,6 +132,7 @@ impl Ingestor {
             self.metrics.rejected_items.add_labeled(reason, n);
         }
         self.metrics.truncated.add(truncated_values);
+        self.metrics.invalid_utf8.add(invalid_utf8);
         Ok(ExportOutcome { accepted, rejected, message })
     }
 

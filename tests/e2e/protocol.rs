@@ -261,3 +261,36 @@ fn deep_request(depth: usize) -> Vec<u8> {
     span.extend(field(9, &attr));
     field(1, &field(2, &field(2, &span)))
 }
+
+#[tokio::test]
+async fn invalid_utf8_in_a_string_never_drops_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Two spans; one name and one attribute value become invalid UTF-8 on the wire.
+    let mut req = otlp::seq_traces("utf8", 0, 2);
+    req.resource_spans[0].scope_spans[0].spans[0].name = "BAD_NAME".into();
+    req.resource_spans[0].scope_spans[0].spans[1].attributes.push(kv("k", s("BAD_VALUE")));
+    let mut bytes = req.encode_to_vec();
+    for needle in [&b"BAD_NAME"[..], &b"BAD_VALUE"[..]] {
+        let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+        bytes[at] = 0xff;
+    }
+    let res = transport::post_raw(&server, "/v1/traces", "application/x-protobuf", bytes.clone(), false).await;
+    assert_eq!(res.status(), 200);
+    let ch = transport::channel(&server).await;
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    grpc.unary(tonic::Request::new(bytes::Bytes::from(bytes)), path, tracelight_collector::grpc::RawCodec)
+        .await
+        .unwrap();
+
+    assert_eq!(server.count("SELECT count(*) FROM spans WHERE service_name = 'utf8'").await, 4);
+    assert_eq!(server.count("SELECT count(*) FROM spans WHERE name = concat(chr(65533), 'AD_NAME')").await, 2);
+    assert_eq!(
+        server.count("SELECT count(*) FROM spans WHERE attributes['k'] = concat(chr(65533), 'AD_VALUE')").await,
+        2
+    );
+    let metrics = server.http_client().get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tracelight_invalid_utf8_strings_total 4"), "{metrics}");
+}

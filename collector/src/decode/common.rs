@@ -102,6 +102,7 @@ impl Tally {
             message,
             reasons: self.reasons.iter().map(|(r, n)| (r.label(), *n)).collect(),
             truncated_values: self.truncated,
+            invalid_utf8: 0,
         }
     }
 }

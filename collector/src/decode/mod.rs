@@ -12,6 +12,7 @@ mod common;
 mod logs;
 mod metrics;
 mod traces;
+mod utf8;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -72,6 +73,8 @@ pub struct Decoded {
     pub reasons: Vec<(&'static str, u64)>,
     /// Attribute values and log bodies cut to the limits.
     pub truncated_values: u64,
+    /// Strings whose invalid UTF-8 was replaced by U+FFFD (protobuf only).
+    pub invalid_utf8: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,56 +90,79 @@ fn blank(body: &[u8]) -> bool {
     body.iter().all(|b| b.is_ascii_whitespace())
 }
 
-fn parse_traces(body: &[u8], format: Format) -> Result<ExportTraceServiceRequest, DecodeError> {
+fn parse_traces(body: &[u8], format: Format) -> Result<(ExportTraceServiceRequest, u64), DecodeError> {
     match format {
-        Format::Protobuf => <ExportTraceServiceRequest as prost::Message>::decode(body)
-            .map_err(|e| DecodeError::Protobuf(e.to_string())),
-        Format::Json if blank(body) => Ok(ExportTraceServiceRequest::default()),
-        Format::Json => {
-            serde_json::from_slice::<ExportTraceServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
-        }
+        Format::Protobuf => match <ExportTraceServiceRequest as prost::Message>::decode(body) {
+            Ok(req) => Ok((req, 0)),
+            Err(e) => utf8::repair(body, utf8::Ty::TraceRequest)
+                .and_then(|(fixed, n)| {
+                    <ExportTraceServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
+                })
+                .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
+        },
+        Format::Json if blank(body) => Ok((ExportTraceServiceRequest::default(), 0)),
+        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(body)
+            .map(|r| (r, 0))
+            .map_err(|e| DecodeError::Json(e.to_string())),
     }
 }
 
-fn parse_logs(body: &[u8], format: Format) -> Result<ExportLogsServiceRequest, DecodeError> {
+fn parse_logs(body: &[u8], format: Format) -> Result<(ExportLogsServiceRequest, u64), DecodeError> {
     match format {
-        Format::Protobuf => {
-            <ExportLogsServiceRequest as prost::Message>::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
-        }
-        Format::Json if blank(body) => Ok(ExportLogsServiceRequest::default()),
-        Format::Json => {
-            serde_json::from_slice::<ExportLogsServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
-        }
+        Format::Protobuf => match <ExportLogsServiceRequest as prost::Message>::decode(body) {
+            Ok(req) => Ok((req, 0)),
+            Err(e) => utf8::repair(body, utf8::Ty::LogsRequest)
+                .and_then(|(fixed, n)| {
+                    <ExportLogsServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
+                })
+                .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
+        },
+        Format::Json if blank(body) => Ok((ExportLogsServiceRequest::default(), 0)),
+        Format::Json => serde_json::from_slice::<ExportLogsServiceRequest>(body)
+            .map(|r| (r, 0))
+            .map_err(|e| DecodeError::Json(e.to_string())),
     }
 }
 
-fn parse_metrics(body: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, DecodeError> {
+fn parse_metrics(body: &[u8], format: Format) -> Result<(ExportMetricsServiceRequest, u64), DecodeError> {
     match format {
-        Format::Protobuf => <ExportMetricsServiceRequest as prost::Message>::decode(body)
-            .map_err(|e| DecodeError::Protobuf(e.to_string())),
-        Format::Json if blank(body) => Ok(ExportMetricsServiceRequest::default()),
-        Format::Json => {
-            serde_json::from_slice::<ExportMetricsServiceRequest>(body).map_err(|e| DecodeError::Json(e.to_string()))
-        }
+        Format::Protobuf => match <ExportMetricsServiceRequest as prost::Message>::decode(body) {
+            Ok(req) => Ok((req, 0)),
+            Err(e) => utf8::repair(body, utf8::Ty::MetricsRequest)
+                .and_then(|(fixed, n)| {
+                    <ExportMetricsServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
+                })
+                .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
+        },
+        Format::Json if blank(body) => Ok((ExportMetricsServiceRequest::default(), 0)),
+        Format::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(body)
+            .map(|r| (r, 0))
+            .map_err(|e| DecodeError::Json(e.to_string())),
     }
 }
 
 /// Decodes an OTLP/HTTP traces body and converts it to a `spans` batch.
 pub fn decode_traces(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let req = parse_traces(body, format)?;
-    Ok(traces_to_arrow(&req, ctx))
+    let (req, invalid_utf8) = parse_traces(body, format)?;
+    let mut decoded = traces_to_arrow(&req, ctx);
+    decoded.invalid_utf8 = invalid_utf8;
+    Ok(decoded)
 }
 
 /// Decodes an OTLP/HTTP logs body and converts it to a `logs` batch.
 pub fn decode_logs(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let req = parse_logs(body, format)?;
-    Ok(logs_to_arrow(&req, ctx))
+    let (req, invalid_utf8) = parse_logs(body, format)?;
+    let mut decoded = logs_to_arrow(&req, ctx);
+    decoded.invalid_utf8 = invalid_utf8;
+    Ok(decoded)
 }
 
 /// Decodes an OTLP/HTTP metrics body and converts it to a `metrics` batch.
 pub fn decode_metrics(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let req = parse_metrics(body, format)?;
-    Ok(metrics_to_arrow(&req, ctx))
+    let (req, invalid_utf8) = parse_metrics(body, format)?;
+    let mut decoded = metrics_to_arrow(&req, ctx);
+    decoded.invalid_utf8 = invalid_utf8;
+    Ok(decoded)
 }
 
 /// Converts an already decoded traces request: one `spans` row per accepted span.
