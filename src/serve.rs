@@ -65,11 +65,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &registry,
     ));
     let checkpoint = catalog.wal_checkpoint(&config.node_id).await?;
+    let item_limits = ItemLimits {
+        max_attribute_key_bytes: config.ingest.max_attribute_key_bytes,
+        max_attribute_value_bytes: config.ingest.max_attribute_value_bytes,
+        max_attributes: config.ingest.max_attributes,
+        max_body_bytes: config.ingest.max_log_body_bytes,
+    };
     let wal_opts = WalOptions {
         dir: config.data_dir.join("wal"),
         segment_bytes: config.wal.segment_bytes,
         max_group_bytes: 8 << 20,
         fsync: config.wal.fsync,
+        limits: item_limits.clone(),
     };
     let replay_started = Instant::now();
     let (wal, replay) = Wal::open(wal_opts, checkpoint, head.clone(), &registry)?;
@@ -114,12 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let ingest_config = IngestConfig {
         max_request_bytes: config.ingest.max_request_bytes,
-        item_limits: ItemLimits {
-            max_attribute_key_bytes: config.ingest.max_attribute_key_bytes,
-            max_attribute_value_bytes: config.ingest.max_attribute_value_bytes,
-            max_attributes: config.ingest.max_attributes,
-            max_body_bytes: config.ingest.max_log_body_bytes,
-        },
+        item_limits,
         tokens: config.ingest.tokens.clone(),
         max_wal_bytes: config.wal.max_bytes,
     };

@@ -6,8 +6,6 @@ use std::path::Path;
 pub enum WalError {
     #[error("{what} failed for {path}: {source}")]
     Io { what: &'static str, path: String, source: std::io::Error },
-    #[error("could not encode a WAL record: {0}")]
-    Encode(String),
     /// A write or fsync failed earlier; this WAL takes nothing more until restart.
     #[error("the write-ahead log is unavailable after a failed write; restart required")]
     Failed,

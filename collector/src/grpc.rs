@@ -124,9 +124,7 @@ async fn export(ing: &Ingestor, signal: Signal, req: Request<Bytes>) -> Result<B
         Signal::Metrics => decode::decode_metrics(&body, Format::Protobuf, &ctx),
     }
     .map_err(|e| refused(IngestError::Invalid(e.to_string())))?;
-    let size = body.len();
-    drop(body);
-    let out = ing.export(signal, decoded, size).await?;
+    let out = ing.export(signal, Format::Protobuf, &ctx, &body, decoded).await?;
     let (rejected, message) = (out.rejected as i64, out.message.unwrap_or_default());
     let partial = out.rejected > 0;
     let response = match signal {

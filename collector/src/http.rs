@@ -121,9 +121,7 @@ async fn handle(
             limits: ing.config().item_limits.clone(),
         };
         let decoded = decode(&body, format, &ctx).map_err(|e| IngestError::Invalid(e.to_string()))?;
-        let size = body.len();
-        drop(body);
-        ing.export(signal, decoded, size).await
+        ing.export(signal, format, &ctx, &body, decoded).await
     }
     .await;
     match result {

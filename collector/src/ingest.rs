@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use tracelight_model::telemetry::{Counter, Registry};
-use tracelight_model::{BatchSink, Signal, SignalBatch, SinkError, Tenant};
+use tracelight_model::{BatchSink, Signal, SinkError, Tenant};
 
-use crate::decode::{Decoded, ItemLimits};
+use crate::decode::{DecodeContext, Decoded, Format, ItemLimits};
 use crate::error::IngestError;
 use crate::wal::Wal;
 
@@ -101,14 +101,18 @@ impl Ingestor {
     }
 
     /// Makes a decoded request durable and returns its partial-success outcome. Resolves only
-    /// after the WAL fsync that covers it.
+    /// after the WAL fsync that covers it. `body` is the request as decoded (after
+    /// decompression) and `ctx` the context it was decoded with: the WAL logs them, and replay
+    /// decodes them again.
     pub async fn export(
         &self,
         signal: Signal,
+        format: Format,
+        ctx: &DecodeContext,
+        body: &[u8],
         decoded: Decoded,
-        approx_bytes: usize,
     ) -> Result<ExportOutcome, IngestError> {
-        let result = self.export_inner(signal, decoded, approx_bytes).await;
+        let result = self.export_inner(signal, format, ctx, body, decoded).await;
         if let Err(e) = &result {
             self.count_refused(e);
         }
@@ -118,14 +122,17 @@ impl Ingestor {
     async fn export_inner(
         &self,
         signal: Signal,
+        format: Format,
+        ctx: &DecodeContext,
+        body: &[u8],
         decoded: Decoded,
-        approx_bytes: usize,
     ) -> Result<ExportOutcome, IngestError> {
         let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
         let accepted = batch.num_rows() as u64;
         if accepted > 0 {
-            self.admit(approx_bytes)?;
-            self.wal.append(vec![batch]).await?;
+            self.admit(batch.batch.get_array_memory_size())?;
+            let payload = crate::record::encode(signal, format, &ctx.tenant, ctx.now_ns, body);
+            self.wal.append(payload, vec![batch]).await?;
         }
         self.metrics.items.add_labeled(signal.table(), accepted);
         for (reason, n) in reasons {
@@ -149,11 +156,6 @@ impl Ingestor {
         self.sink.admit(bytes).map_err(|e| match e {
             SinkError::Overloaded { reason, retry_after_secs } => IngestError::Overloaded { reason, retry_after_secs },
         })
-    }
-
-    /// Appends already-built batches (used by the load generator and tests).
-    pub async fn append_batches(&self, batches: Vec<SignalBatch>) -> Result<u64, IngestError> {
-        Ok(self.wal.append(batches).await?)
     }
 
     /// The tenant named by a request header, or the default tenant.

@@ -47,6 +47,8 @@ pub struct WalOptions {
     pub max_group_bytes: usize,
     /// Skip fsync (benchmarks that measure everything but the disk). Never in production.
     pub fsync: bool,
+    /// Limits applied when replayed request bodies are decoded again.
+    pub limits: crate::decode::ItemLimits,
 }
 
 /// What replay found.
@@ -146,7 +148,7 @@ impl Wal {
         let mut max_lsn = checkpoint;
         for (first_lsn, path) in list_segments(&opts.dir)? {
             stats.segments += 1;
-            let seg = replay_segment(&path, first_lsn, checkpoint, &*sink, &mut stats)?;
+            let seg = replay_segment(&path, first_lsn, checkpoint, &*sink, &opts.limits, &mut stats)?;
             max_lsn = max_lsn.max(seg.last_lsn);
             if seg.bytes > 0 {
                 closed.push(seg);
@@ -185,13 +187,13 @@ impl Wal {
         Ok((Wal { tx, shared }, stats))
     }
 
-    /// Appends the batches as one record, waits for the shared fsync, hands them to the sink,
-    /// and returns the record's LSN. Only then may the request be acknowledged.
-    pub async fn append(&self, batches: Vec<SignalBatch>) -> Result<u64, WalError> {
+    /// Appends `payload` (see [`record`]) as one record, waits for the shared fsync, hands
+    /// `batches` (the rows decoded from it) to the sink, and returns the record's LSN. Only
+    /// then may the request be acknowledged.
+    pub async fn append(&self, payload: Vec<u8>, batches: Vec<SignalBatch>) -> Result<u64, WalError> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(WalError::Failed);
         }
-        let payload = record::encode(&batches)?;
         let (reply, rx) = oneshot::channel();
         // The queue is bounded: when the disk falls behind, callers wait here.
         self.tx.send(Append { payload, batches, reply }).await.map_err(|_| WalError::Failed)?;
@@ -400,6 +402,7 @@ fn replay_segment(
     first_lsn: u64,
     checkpoint: u64,
     sink: &dyn BatchSink,
+    limits: &crate::decode::ItemLimits,
     stats: &mut ReplayStats,
 ) -> Result<Segment, WalError> {
     let mut file =
@@ -418,7 +421,7 @@ fn replay_segment(
                 if lsn <= checkpoint {
                     stats.skipped += 1;
                 } else {
-                    match record::decode(payload) {
+                    match record::decode(payload, limits) {
                         Ok(batches) => {
                             stats.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                             sink.consume(lsn, batches);

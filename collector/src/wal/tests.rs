@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tracelight_model::telemetry::Registry;
-use tracelight_model::{BatchSink, SignalBatch, SinkError, Tenant};
+use tracelight_model::{BatchSink, Signal, SignalBatch, SinkError, Tenant};
 
 use super::*;
 use crate::decode::{self, DecodeContext, Format, ItemLimits};
@@ -24,7 +24,8 @@ impl BatchSink for Recorder {
     }
 }
 
-fn logs(n: usize, tag: &str) -> Vec<SignalBatch> {
+/// A WAL payload of `n` log records and the rows it stands for.
+fn logs(n: usize, tag: &str) -> (Vec<u8>, Vec<SignalBatch>) {
     let records: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"timeUnixNano":"1700000000000000000","body":{{"stringValue":"{tag}-{i}"}}}}"#))
         .collect();
@@ -32,11 +33,21 @@ fn logs(n: usize, tag: &str) -> Vec<SignalBatch> {
     let ctx = DecodeContext { tenant: Tenant::default(), now_ns: 0, limits: ItemLimits::default() };
     let d = decode::decode_logs(body.as_bytes(), Format::Json, &ctx).unwrap();
     assert_eq!(d.batch.num_rows(), n);
-    vec![d.batch]
+    (record::encode(Signal::Logs, Format::Json, &ctx.tenant, 0, body.as_bytes()), vec![d.batch])
+}
+
+async fn append(wal: &Wal, (payload, batches): (Vec<u8>, Vec<SignalBatch>)) -> u64 {
+    wal.append(payload, batches).await.unwrap()
 }
 
 fn opts(dir: &Path, segment_bytes: u64) -> WalOptions {
-    WalOptions { dir: dir.to_path_buf(), segment_bytes, max_group_bytes: 1 << 20, fsync: true }
+    WalOptions {
+        dir: dir.to_path_buf(),
+        segment_bytes,
+        max_group_bytes: 1 << 20,
+        fsync: true,
+        limits: ItemLimits::default(),
+    }
 }
 
 fn open(dir: &Path, segment_bytes: u64, checkpoint: u64) -> (Wal, ReplayStats, Arc<Recorder>) {
@@ -49,7 +60,7 @@ async fn write(dir: &Path, segment_bytes: u64, sizes: &[usize]) -> Vec<u64> {
     let (wal, _, rec) = open(dir, segment_bytes, 0);
     let mut lsns = Vec::new();
     for (i, n) in sizes.iter().enumerate() {
-        lsns.push(wal.append(logs(*n, &format!("r{i}"))).await.unwrap());
+        lsns.push(append(&wal, logs(*n, &format!("r{i}"))).await);
     }
     assert_eq!(rec.0.lock().iter().map(|r| r.1).collect::<Vec<_>>(), sizes);
     lsns
@@ -71,7 +82,7 @@ async fn replays_every_record_in_order_after_restart() {
     assert_eq!(*rec.0.lock(), vec![(1, 3), (2, 1), (3, 4)]);
     assert_eq!((stats.records, stats.rows, stats.damaged, stats.skipped), (3, 8, 0, 0));
     // New records continue after the replayed ones.
-    assert_eq!(wal.append(logs(1, "next")).await.unwrap(), 4);
+    assert_eq!(append(&wal, logs(1, "next")).await, 4);
 }
 
 #[tokio::test]
@@ -80,7 +91,7 @@ async fn checkpoint_skips_flushed_records_and_truncation_deletes_whole_segments(
     // Tiny segments: every record rotates.
     let (wal, _, _) = open(dir.path(), 1, 0);
     for i in 0..5 {
-        wal.append(logs(2, &format!("r{i}"))).await.unwrap();
+        append(&wal, logs(2, &format!("r{i}"))).await;
     }
     assert_eq!(segment_files(dir.path()).len(), 5);
     assert_eq!(wal.truncate_through(3), 3);
@@ -98,7 +109,7 @@ async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
     let mut tasks = Vec::new();
     for i in 0..64 {
         let wal = wal.clone();
-        tasks.push(tokio::spawn(async move { wal.append(logs(1, &format!("c{i}"))).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { append(&wal, logs(1, &format!("c{i}"))).await }));
     }
     let mut lsns: Vec<u64> = Vec::new();
     for t in tasks {
@@ -190,7 +201,7 @@ async fn damage_is_contained_counted_and_start_up_continues() {
         assert_eq!(stats.damaged, 1, "{name}: {stats:?}");
         assert_eq!(stats.rows, 2 * survive, "{name}");
         // The damaged part is cut off, so a second start finds no damage and the same rows.
-        let next = wal.append(logs(1, "after")).await.unwrap();
+        let next = append(&wal, logs(1, "after")).await;
         assert_eq!(next, survive + 1, "{name}");
         drop(wal);
         let (_, stats, rec) = open(dir.path(), 1 << 30, 0);
@@ -207,10 +218,10 @@ async fn an_intact_record_this_version_cannot_decode_is_skipped_and_kept_not_cut
     // then a normal record after it.
     let p = last_segment(dir.path());
     let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-    let alien = b"\x01\x00\x09future-format";
+    let alien = b"\x09\x01\x01\x00future-format";
     f.write_all(&header_for(2, alien)).unwrap();
     f.write_all(alien).unwrap();
-    let good = record::encode(&logs(3, "after")).unwrap();
+    let good = logs(3, "after").0;
     f.write_all(&header_for(3, &good)).unwrap();
     f.write_all(&good).unwrap();
     drop(f);
