@@ -11,6 +11,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 
+// Ingest allocates and frees many short-lived buffers per request (protobuf strings, Arrow
+// builders, Parquet pages); under glibc malloc a third of the server's CPU went to the
+// allocator (perf, `tracelight bench ingest`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// OpenTelemetry backend in one binary: OTLP ingest of traces, logs and metrics, stored in
 /// Parquet and queried with SQL.
 #[derive(Parser)]

@@ -46,7 +46,7 @@ pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment,
     let max_time_ns = times.values().iter().copied().max().unwrap_or(0);
 
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(256 * 1024));
     if schema.field_with_name("trace_id").is_ok() {
