@@ -49,6 +49,9 @@ pub struct WalOptions {
     pub fsync: bool,
     /// Limits applied when replayed request bodies are decoded again.
     pub limits: crate::decode::ItemLimits,
+    /// Test hook: the fsync of this one group (0-based) fails; later ones would succeed.
+    #[cfg(test)]
+    pub fail_fsync_from_group: Option<u64>,
 }
 
 /// What replay found.
@@ -179,6 +182,8 @@ impl Wal {
             seg_bytes: 0,
             next_lsn,
             last_lsn: max_lsn,
+            #[cfg(test)]
+            groups: 0,
         };
         std::thread::Builder::new()
             .name("tracelight-wal".into())
@@ -245,6 +250,8 @@ struct Writer {
     seg_bytes: u64,
     next_lsn: u64,
     last_lsn: u64,
+    #[cfg(test)]
+    groups: u64,
 }
 
 impl Writer {
@@ -290,7 +297,7 @@ impl Writer {
             let t = Instant::now();
             self.file.flush()?;
             if self.opts.fsync {
-                self.file.get_ref().sync_data()?;
+                self.sync()?;
             }
             self.shared.metrics.fsync_seconds.observe(t.elapsed().as_secs_f64());
             Ok(written)
@@ -322,6 +329,17 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            self.groups += 1;
+            if self.opts.fail_fsync_from_group.is_some_and(|g| self.groups == g + 1) {
+                return Err(io::Error::other("injected fsync failure"));
+            }
+        }
+        self.file.get_ref().sync_data()
     }
 
     fn fail(&self, why: &str) {

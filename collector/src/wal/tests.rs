@@ -47,6 +47,7 @@ fn opts(dir: &Path, segment_bytes: u64) -> WalOptions {
         max_group_bytes: 1 << 20,
         fsync: true,
         limits: ItemLimits::default(),
+        fail_fsync_from_group: None,
     }
 }
 
@@ -231,4 +232,25 @@ async fn an_intact_record_this_version_cannot_decode_is_skipped_and_kept_not_cut
     assert_eq!((stats.undecodable, stats.damaged), (1, 0));
     let kept = dir.path().join("quarantine").join(p.file_name().unwrap());
     assert_eq!(fs::read(&kept).unwrap(), fs::read(&p).unwrap(), "the segment is kept whole in quarantine");
+}
+
+#[tokio::test]
+async fn a_failed_fsync_stops_acknowledgements_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let mut o = opts(dir.path(), 1 << 30);
+    o.fail_fsync_from_group = Some(2);
+    let (wal, _) = Wal::open(o, 0, rec.clone(), &Registry::default()).unwrap();
+    assert_eq!(append(&wal, logs(1, "a")).await, 1);
+    assert_eq!(append(&wal, logs(1, "b")).await, 2);
+    assert!(wal.healthy());
+    // Only the third group's fsync fails: not acknowledged, not handed to the sink, and the
+    // WAL refuses everything after it although the disk would work again (the page cache may
+    // have dropped the data, so a later successful fsync would prove nothing).
+    let (p, b) = logs(1, "c");
+    assert!(matches!(wal.append(p, b).await, Err(WalError::Failed)));
+    assert!(!wal.healthy(), "readiness follows this");
+    let (p, b) = logs(1, "d");
+    assert!(matches!(wal.append(p, b).await, Err(WalError::Failed)));
+    assert_eq!(rec.0.lock().iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
 }
