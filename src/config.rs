@@ -216,6 +216,11 @@ impl Config {
         if self.ingest.max_request_bytes < 1024 {
             bail!("ingest.max_request_bytes must be at least 1024");
         }
+        if self.wal.max_bytes < 2 * self.wal.segment_bytes {
+            // The active segment is only deleted after it is closed; a smaller bound could be
+            // filled by it alone and refuse ingest for good.
+            bail!("wal.max_bytes must be at least twice wal.segment_bytes");
+        }
         if self.head.max_bytes < 1 << 20 {
             bail!("head.max_bytes must be at least 1 MiB");
         }
@@ -383,6 +388,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.api.tokens = vec!["short".into()];
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.wal.max_bytes = c.wal.segment_bytes;
         assert!(c.validate().is_err());
         assert_eq!(Config::default().catalog_url(), "sqlite://./tracelight-data/catalog.db");
     }

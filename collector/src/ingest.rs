@@ -145,6 +145,7 @@ impl Ingestor {
 
     fn admit(&self, bytes: usize) -> Result<(), IngestError> {
         if self.wal.bytes() > self.config.max_wal_bytes {
+            self.sink.request_flush();
             return Err(IngestError::Overloaded {
                 reason: format!(
                     "write-ahead log above its bound of {} bytes; flush is behind",

@@ -22,4 +22,8 @@ pub trait BatchSink: Send + Sync {
     /// Takes durable rows. `lsn` is the WAL sequence number of the record that holds them;
     /// the sink reports flushed LSNs back through its checkpoint so the WAL can be truncated.
     fn consume(&self, lsn: u64, batches: Vec<SignalBatch>);
+
+    /// Asks for a flush soon, e.g. because the WAL is over its disk bound: only a flush lets
+    /// the WAL be truncated.
+    fn request_flush(&self) {}
 }

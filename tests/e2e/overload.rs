@@ -102,3 +102,42 @@ async fn past_the_memory_bound_ingest_is_refused_retryably_and_resumes() {
     let metrics = http.get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tracelight_rejected_requests_total{reason=\"overloaded\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn past_the_wal_disk_bound_ingest_is_refused_until_a_flush_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // No timed flush: only the refusal itself can ask for one.
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("TRACELIGHT_WAL_SEGMENT_BYTES", "100000"),
+            ("TRACELIGHT_WAL_MAX_BYTES", "300000"),
+            ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "1h"),
+        ],
+    );
+    let http = server.http_client().clone();
+    let url = server.otlp("/v1/traces");
+    let (mut acked, mut refused, mut seq) = (0i64, 0, 0i64);
+    for _ in 0..200 {
+        let body = otlp::seq_traces("disk", seq, 200).encode_to_vec();
+        seq += 200;
+        let res = http.post(&url).header("content-type", "application/x-protobuf").body(body).send().await.unwrap();
+        match res.status().as_u16() {
+            200 => acked += 200,
+            503 => {
+                assert!(res.headers().contains_key("retry-after"));
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("the disk bound must be refused retryably, got {other}"),
+        }
+        if refused > 0 && acked > 40 * 200 {
+            break;
+        }
+    }
+    assert!(refused > 0, "the WAL bound was reached");
+    assert!(acked > 40 * 200, "ingest resumed after the requested flushes: {acked} acknowledged");
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, acked);
+    let v = server.query_json(serde_json::json!({ "sql": "SELECT count(*) FROM spans" })).await;
+    assert!(v["stats"]["segments"].as_u64().unwrap() > 0, "flushes happened without a timer: {v}");
+}

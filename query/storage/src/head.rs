@@ -160,6 +160,10 @@ impl BatchSink for Head {
         Ok(())
     }
 
+    fn request_flush(&self) {
+        self.flush_wanted.notify_one();
+    }
+
     fn consume(&self, lsn: u64, batches: Vec<SignalBatch>) {
         let mut parts: Vec<(PartitionKey, RecordBatch)> = Vec::new();
         for b in batches {
