@@ -33,6 +33,16 @@ pub enum SignalArg {
     Metrics,
 }
 
+impl From<SignalArg> for tracelight_model::Signal {
+    fn from(s: SignalArg) -> Self {
+        match s {
+            SignalArg::Spans => tracelight_model::Signal::Spans,
+            SignalArg::Logs => tracelight_model::Signal::Logs,
+            SignalArg::Metrics => tracelight_model::Signal::Metrics,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct IngestArgs {
     /// What to send.
@@ -86,12 +96,7 @@ fn decode_only_rate(signal: SignalArg, payloads: &[Bytes]) -> f64 {
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(3) || i < payloads.len() {
         let p = &payloads[i % payloads.len()];
-        let d = match signal {
-            SignalArg::Spans => decode::decode_traces(p, Format::Protobuf, &ctx),
-            SignalArg::Logs => decode::decode_logs(p, Format::Protobuf, &ctx),
-            SignalArg::Metrics => decode::decode_metrics(p, Format::Protobuf, &ctx),
-        }
-        .expect("synthetic payloads decode");
+        let d = decode::decode(signal.into(), p, Format::Protobuf, &ctx).expect("synthetic payloads decode");
         items += d.batch.num_rows() as u64;
         i += 1;
     }

@@ -15,21 +15,16 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use http::HeaderValue;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use prost::Message;
 use tonic::body::Body;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracelight_model::Signal;
-use tracelight_model::auth::bearer_allowed;
+use tracelight_model::{Signal, TENANT_HEADER};
 
-use crate::decode::{self, DecodeContext, Format};
+use crate::decode::Format;
 use crate::error::IngestError;
-use crate::ingest::{Ingestor, TENANT_HEADER};
+use crate::ingest::Ingestor;
 
 /// One OTLP service (`S` is the signal's code): tonic frames, decompresses and caps the
 /// message; the bytes go to the same pure decode function as OTLP/HTTP.
@@ -105,46 +100,10 @@ impl UnaryService<Bytes> for Export {
 }
 
 async fn export(ing: &Ingestor, signal: Signal, req: Request<Bytes>) -> Result<Bytes, IngestError> {
-    let refused = |e: IngestError| {
-        ing.count_refused(&e);
-        e
-    };
-    let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    if !bearer_allowed(auth, &ing.config().tokens) {
-        return Err(refused(IngestError::Unauthenticated));
-    }
-    let tenant = Ingestor::tenant_from_header(req.metadata().get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
-        .map_err(refused)?;
-    let ctx =
-        DecodeContext { tenant, now_ns: tracelight_model::time::now_ns(), limits: ing.config().item_limits.clone() };
-    let body = req.into_inner();
-    let decoded = match signal {
-        Signal::Spans => decode::decode_traces(&body, Format::Protobuf, &ctx),
-        Signal::Logs => decode::decode_logs(&body, Format::Protobuf, &ctx),
-        Signal::Metrics => decode::decode_metrics(&body, Format::Protobuf, &ctx),
-    }
-    .map_err(|e| refused(IngestError::Invalid(e.to_string())))?;
-    let out = ing.export(signal, Format::Protobuf, &ctx, &body, decoded).await?;
-    let (rejected, message) = (out.rejected as i64, out.message.unwrap_or_default());
-    let partial = out.rejected > 0;
-    let response = match signal {
-        Signal::Spans => ExportTraceServiceResponse {
-            partial_success: partial
-                .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message }),
-        }
-        .encode_to_vec(),
-        Signal::Logs => ExportLogsServiceResponse {
-            partial_success: partial
-                .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: message }),
-        }
-        .encode_to_vec(),
-        Signal::Metrics => ExportMetricsServiceResponse {
-            partial_success: partial
-                .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message: message }),
-        }
-        .encode_to_vec(),
-    };
-    Ok(Bytes::from(response))
+    let metadata = |key: &str| req.metadata().get(key).and_then(|v| v.to_str().ok());
+    let out =
+        ing.export(signal, Format::Protobuf, metadata("authorization"), metadata(TENANT_HEADER), req.get_ref()).await?;
+    Ok(Bytes::from(out.response(signal, Format::Protobuf)))
 }
 
 fn to_status(e: IngestError) -> Status {
@@ -227,8 +186,7 @@ impl Decoder for RawDecoder {
 #[derive(Clone)]
 struct FixStatus<S>(S);
 
-const REWRITES: &[(&str, &str, &str)] =
-    &[("11", "Error, decoded message length too large", "8"), ("13", "failed to decode Protobuf message", "3")];
+const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large";
 
 impl<S, B, ResB> tower::Service<http::Request<B>> for FixStatus<S>
 where
@@ -248,13 +206,13 @@ where
         Box::pin(async move {
             let mut res = fut.await?;
             let h = res.headers_mut();
-            let status = h.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).map(percent_decode).unwrap_or_default();
-            if let Some(status) = status
-                && let Some((_, _, to)) =
-                    REWRITES.iter().find(|(from, prefix, _)| *from == status && message.starts_with(prefix))
-            {
-                h.insert("grpc-status", HeaderValue::from_static(to));
+            let out_of_range = h.get("grpc-status").is_some_and(|v| v == "11");
+            let too_large = h
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .is_some_and(|m| percent_decode(m).starts_with(TOO_LARGE_PREFIX));
+            if out_of_range && too_large {
+                h.insert("grpc-status", HeaderValue::from_static("8"));
             }
             Ok(res)
         })

@@ -13,16 +13,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
-use tracelight_model::Signal;
+use tracelight_model::{Signal, TENANT_HEADER};
 
-use crate::decode::{self, DecodeContext, DecodeError, Decoded, Format};
+use crate::decode::Format;
 use crate::error::IngestError;
-use crate::ingest::{ExportOutcome, Ingestor, TENANT_HEADER};
-use tracelight_model::auth::bearer_allowed;
+use crate::ingest::Ingestor;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -35,103 +31,36 @@ pub fn router(ingestor: Arc<Ingestor>) -> Router {
     let limit = ingestor.config().max_request_bytes;
     let hard_cap = limit.saturating_add(4 << 20);
     Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/logs", post(logs))
-        .route("/v1/metrics", post(metrics))
+        .route("/v1/traces", post(|s, h, b| handle(s, Signal::Spans, h, b)))
+        .route("/v1/logs", post(|s, h, b| handle(s, Signal::Logs, h, b)))
+        .route("/v1/metrics", post(|s, h, b| handle(s, Signal::Metrics, h, b)))
         .layer(DefaultBodyLimit::max(hard_cap))
         .with_state(ingestor)
 }
 
-async fn traces(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&ing, Signal::Spans, &headers, body, decode::decode_traces, |o, f| {
-        encode(
-            f,
-            &ExportTraceServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: o.rejected as i64,
-                    error_message: o.message.clone().unwrap_or_default(),
-                }),
-            },
+async fn handle(State(ing): State<Arc<Ingestor>>, signal: Signal, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(format) = content_format(&headers) else {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+            "use Content-Type application/x-protobuf or application/json",
         )
-    })
-    .await
-}
-
-async fn logs(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&ing, Signal::Logs, &headers, body, decode::decode_logs, |o, f| {
-        encode(
-            f,
-            &ExportLogsServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: o.rejected as i64,
-                    error_message: o.message.clone().unwrap_or_default(),
-                }),
-            },
-        )
-    })
-    .await
-}
-
-async fn metrics(State(ing): State<Arc<Ingestor>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&ing, Signal::Metrics, &headers, body, decode::decode_metrics, |o, f| {
-        encode(
-            f,
-            &ExportMetricsServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                    rejected_data_points: o.rejected as i64,
-                    error_message: o.message.clone().unwrap_or_default(),
-                }),
-            },
-        )
-    })
-    .await
-}
-
-type DecodeFn = fn(&[u8], Format, &DecodeContext) -> Result<Decoded, DecodeError>;
-
-async fn handle(
-    ing: &Ingestor,
-    signal: Signal,
-    headers: &HeaderMap,
-    body: Bytes,
-    decode: DecodeFn,
-    respond: impl Fn(&ExportOutcome, Format) -> Vec<u8>,
-) -> Response {
-    let format = match content_format(headers) {
-        Some(f) => f,
-        None => {
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-                "use Content-Type application/x-protobuf or application/json",
-            )
-                .into_response();
+            .into_response();
+    };
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let body = match read_body(&headers, body, ing.config().max_request_bytes) {
+        Ok(body) => body,
+        Err(e) => {
+            ing.count_refused(&e);
+            return error_response(format, e);
         }
     };
-    let result = async {
-        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !bearer_allowed(auth, &ing.config().tokens) {
-            return Err(IngestError::Unauthenticated);
+    match ing.export(signal, format, value(header::AUTHORIZATION.as_str()), value(TENANT_HEADER), &body).await {
+        Ok(outcome) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type(format))], outcome.response(signal, format))
+                .into_response()
         }
-        let tenant = Ingestor::tenant_from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))?;
-        let body = read_body(headers, body, ing.config().max_request_bytes)?;
-        let ctx = DecodeContext {
-            tenant,
-            now_ns: tracelight_model::time::now_ns(),
-            limits: ing.config().item_limits.clone(),
-        };
-        let decoded = decode(&body, format, &ctx).map_err(|e| IngestError::Invalid(e.to_string()))?;
-        ing.export(signal, format, &ctx, &body, decoded).await
-    }
-    .await;
-    match result {
-        Ok(outcome) => ok_response(format, respond(&outcome, format)),
-        Err(e) => {
-            if !matches!(e, IngestError::Overloaded { .. } | IngestError::Wal(_)) {
-                ing.count_refused(&e);
-            }
-            error_response(format, e)
-        }
+        Err(e) => error_response(format, e),
     }
 }
 
@@ -168,22 +97,11 @@ fn read_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, In
     }
 }
 
-fn encode<M: Message + serde::Serialize>(format: Format, msg: &M) -> Vec<u8> {
-    match format {
-        Format::Protobuf => msg.encode_to_vec(),
-        Format::Json => serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec()),
-    }
-}
-
 fn content_type(format: Format) -> HeaderValue {
     HeaderValue::from_static(match format {
         Format::Protobuf => PROTOBUF,
         Format::Json => JSON,
     })
-}
-
-fn ok_response(format: Format, body: Vec<u8>) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type(format))], body).into_response()
 }
 
 fn error_response(format: Format, e: IngestError) -> Response {

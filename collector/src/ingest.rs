@@ -5,7 +5,12 @@ use std::sync::Arc;
 use tracelight_model::telemetry::{Counter, Registry};
 use tracelight_model::{BatchSink, Signal, SinkError, Tenant};
 
-use crate::decode::{DecodeContext, Decoded, Format, ItemLimits};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use tracelight_model::auth::bearer_allowed;
+
+use crate::decode::{self, DecodeContext, Decoded, Format, ItemLimits};
 use crate::error::IngestError;
 use crate::wal::Wal;
 
@@ -39,6 +44,43 @@ pub struct ExportOutcome {
     pub accepted: u64,
     pub rejected: u64,
     pub message: Option<String>,
+}
+
+impl ExportOutcome {
+    /// The `Export*ServiceResponse` of `signal`, encoded as `format`.
+    pub fn response(&self, signal: Signal, format: Format) -> Vec<u8> {
+        fn encode<M: prost::Message + serde::Serialize>(format: Format, msg: &M) -> Vec<u8> {
+            match format {
+                Format::Protobuf => msg.encode_to_vec(),
+                Format::Json => serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec()),
+            }
+        }
+        let (rejected, error_message) = (self.rejected as i64, self.message.clone().unwrap_or_default());
+        let partial = self.rejected > 0;
+        match signal {
+            Signal::Spans => encode(
+                format,
+                &ExportTraceServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message }),
+                },
+            ),
+            Signal::Logs => encode(
+                format,
+                &ExportLogsServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message }),
+                },
+            ),
+            Signal::Metrics => encode(
+                format,
+                &ExportMetricsServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message }),
+                },
+            ),
+        }
+    }
 }
 
 struct Metrics {
@@ -91,56 +133,55 @@ impl Ingestor {
         &self.config
     }
 
-    pub fn wal_healthy(&self) -> bool {
-        self.wal.healthy()
-    }
-
     /// Counts a request refused before it reached [`Ingestor::export`].
     pub fn count_refused(&self, err: &IngestError) {
         self.metrics.rejected_requests.add_labeled(err.reason(), 1);
     }
 
-    /// Makes a decoded request durable and returns its partial-success outcome. Resolves only
-    /// after the WAL fsync that covers it. `body` is the request as decoded (after
-    /// decompression) and `ctx` the context it was decoded with: the WAL logs them, and replay
-    /// decodes them again.
+    /// Everything an export request goes through after its transport has framed and
+    /// decompressed it: authentication, tenant, decode, admission, WAL append (resolving only
+    /// after the fsync that covers it) and the partial-success outcome. Refusals are counted.
     pub async fn export(
         &self,
         signal: Signal,
         format: Format,
-        ctx: &DecodeContext,
+        authorization: Option<&str>,
+        tenant: Option<&str>,
         body: &[u8],
-        decoded: Decoded,
     ) -> Result<ExportOutcome, IngestError> {
-        let result = self.export_inner(signal, format, ctx, body, decoded).await;
+        let result = async {
+            if !bearer_allowed(authorization, &self.config.tokens) {
+                return Err(IngestError::Unauthenticated);
+            }
+            let tenant = Tenant::from_header(tenant)?;
+            let ctx = DecodeContext {
+                tenant,
+                now_ns: tracelight_model::time::now_ns(),
+                limits: self.config.item_limits.clone(),
+            };
+            let decoded =
+                decode::decode(signal, body, format, &ctx).map_err(|e| IngestError::Invalid(e.to_string()))?;
+            let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
+            let accepted = batch.num_rows() as u64;
+            if accepted > 0 {
+                self.admit(batch.batch.get_array_memory_size())?;
+                // The WAL logs the body as received; replay decodes it again with `ctx`.
+                let payload = crate::record::encode(signal, format, &ctx.tenant, ctx.now_ns, body);
+                self.wal.append(payload, vec![batch]).await?;
+            }
+            self.metrics.items.add_labeled(signal.table(), accepted);
+            for (reason, n) in reasons {
+                self.metrics.rejected_items.add_labeled(reason, n);
+            }
+            self.metrics.truncated.add(truncated_values);
+            self.metrics.invalid_utf8.add(invalid_utf8);
+            Ok(ExportOutcome { accepted, rejected, message })
+        }
+        .await;
         if let Err(e) = &result {
             self.count_refused(e);
         }
         result
-    }
-
-    async fn export_inner(
-        &self,
-        signal: Signal,
-        format: Format,
-        ctx: &DecodeContext,
-        body: &[u8],
-        decoded: Decoded,
-    ) -> Result<ExportOutcome, IngestError> {
-        let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
-        let accepted = batch.num_rows() as u64;
-        if accepted > 0 {
-            self.admit(batch.batch.get_array_memory_size())?;
-            let payload = crate::record::encode(signal, format, &ctx.tenant, ctx.now_ns, body);
-            self.wal.append(payload, vec![batch]).await?;
-        }
-        self.metrics.items.add_labeled(signal.table(), accepted);
-        for (reason, n) in reasons {
-            self.metrics.rejected_items.add_labeled(reason, n);
-        }
-        self.metrics.truncated.add(truncated_values);
-        self.metrics.invalid_utf8.add(invalid_utf8);
-        Ok(ExportOutcome { accepted, rejected, message })
     }
 
     fn admit(&self, bytes: usize) -> Result<(), IngestError> {
@@ -158,15 +199,4 @@ impl Ingestor {
             SinkError::Overloaded { reason, retry_after_secs } => IngestError::Overloaded { reason, retry_after_secs },
         })
     }
-
-    /// The tenant named by a request header, or the default tenant.
-    pub fn tenant_from_header(value: Option<&str>) -> Result<Tenant, IngestError> {
-        match value {
-            None | Some("") => Ok(Tenant::default_tenant()),
-            Some(v) => Ok(Tenant::new(v)?),
-        }
-    }
 }
-
-/// The header that selects a tenant on both transports.
-pub const TENANT_HEADER: &str = "x-tracelight-tenant";

@@ -51,12 +51,7 @@ pub fn decode(buf: &[u8], limits: &ItemLimits) -> Result<Vec<SignalBatch>, Strin
     let received_ns = i64::from_le_bytes(rest[tlen..tlen + 8].try_into().expect("8 bytes"));
     let body = &rest[tlen + 8..];
     let ctx = DecodeContext { tenant, now_ns: received_ns, limits: limits.clone() };
-    let decoded = match signal {
-        Signal::Spans => decode::decode_traces(body, format, &ctx),
-        Signal::Logs => decode::decode_logs(body, format, &ctx),
-        Signal::Metrics => decode::decode_metrics(body, format, &ctx),
-    }
-    .map_err(|e| e.to_string())?;
+    let decoded = decode::decode(signal, body, format, &ctx).map_err(|e| e.to_string())?;
     Ok(vec![decoded.batch])
 }
 

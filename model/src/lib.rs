@@ -19,5 +19,5 @@ pub mod telemetry;
 pub mod time;
 
 pub use query::{Column, QueryError, QueryRequest, QueryResult, QueryService, ScanStats};
-pub use signal::{Signal, SignalBatch, Tenant, TenantError};
+pub use signal::{Signal, SignalBatch, TENANT_HEADER, Tenant, TenantError};
 pub use sink::{BatchSink, SinkError};

@@ -70,6 +70,9 @@ impl fmt::Display for Signal {
     }
 }
 
+/// The request header (HTTP) or metadata key (gRPC) that selects a tenant, on every port.
+pub const TENANT_HEADER: &str = "x-tracelight-tenant";
+
 /// A validated tenant name. Tenant names end up in storage paths and catalog rows, so they are
 /// restricted to `[a-z0-9_-]{1,64}` and never start with `-` or `_`: no `..`, no `/`, no `%`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +93,14 @@ impl Tenant {
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && name.as_bytes()[0].is_ascii_alphanumeric();
         if ok { Ok(Tenant(name.to_string())) } else { Err(TenantError(name.chars().take(80).collect())) }
+    }
+
+    /// The tenant a request names in [`TENANT_HEADER`]: absent or empty means the default.
+    pub fn from_header(value: Option<&str>) -> Result<Tenant, TenantError> {
+        match value {
+            None | Some("") => Ok(Tenant::default_tenant()),
+            Some(v) => Tenant::new(v),
+        }
     }
 
     pub fn default_tenant() -> Tenant {

@@ -3,27 +3,15 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use parking_lot_shim::Mutex;
 use rand::Rng;
 
 use crate::harness::Server;
 use crate::otlp;
 use crate::transport::{self, Body};
-
-mod parking_lot_shim {
-    pub struct Mutex<T>(std::sync::Mutex<T>);
-    impl<T> Mutex<T> {
-        pub fn new(v: T) -> Self {
-            Mutex(std::sync::Mutex::new(v))
-        }
-        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-            self.0.lock().unwrap()
-        }
-    }
-}
 
 const ROUNDS: usize = 6;
 const PER_REQUEST: i64 = 50;
@@ -90,11 +78,11 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
                     };
                     if let Err(e) = result {
                         // Not acknowledged: not counted. Keep going, as an SDK retries.
-                        acked.lock().errors.insert(e.chars().take(160).collect());
+                        acked.lock().unwrap().errors.insert(e.chars().take(160).collect());
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
-                    let mut a = acked.lock();
+                    let mut a = acked.lock().unwrap();
                     let list = if worker == 3 { &mut a.logs } else { &mut a.spans };
                     list.extend(first..first + PER_REQUEST);
                 }
@@ -109,7 +97,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
         }
         server.restart_after_kill9();
         recovery.push(server.start_time);
-        let a = acked.lock();
+        let a = acked.lock().unwrap();
         eprintln!(
             "round {round}: killed after {wait} ms; {} spans and {} logs acknowledged so far",
             a.spans.len(),
@@ -126,7 +114,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
     }
 
     let (spans, logs) = {
-        let a = acked.lock();
+        let a = acked.lock().unwrap();
         (a.spans.clone(), a.logs.clone())
     };
     assert!(spans.len() > 1000 && logs.len() > 200, "the load really ran: {} spans, {} logs", spans.len(), logs.len());
@@ -153,7 +141,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
         );
         assert_eq!(duplicates, 0, "{table}: the WAL checkpoint must prevent replaying flushed records");
     }
-    eprintln!("refusals seen during the kills: {:?}", acked.lock().errors);
+    eprintln!("refusals seen during the kills: {:?}", acked.lock().unwrap().errors);
     let max = recovery.iter().max().unwrap();
     eprintln!("recovery (start to listening, including WAL replay): max {max:?}, all {recovery:?}");
 }

@@ -6,12 +6,9 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tracelight_model::auth::bearer_allowed;
 use tracelight_model::time::parse_time_ns;
-use tracelight_model::{QueryRequest, ScanStats, Tenant};
+use tracelight_model::{QueryRequest, ScanStats, TENANT_HEADER, Tenant};
 
 use crate::{AppError, AppState};
-
-/// The header that selects a tenant (the same one the receivers read).
-pub const TENANT_HEADER: &str = "x-tracelight-tenant";
 
 /// A time as RFC 3339 text or Unix nanoseconds (number or string).
 #[derive(Debug, Deserialize)]
@@ -55,10 +52,8 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Tenant, AppErr
     if !bearer_allowed(auth, &state.api_tokens) {
         return Err(AppError::Unauthorized);
     }
-    match headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()) {
-        None | Some("") => Ok(Tenant::default()),
-        Some(t) => Tenant::new(t).map_err(|e| AppError::BadRequest(e.to_string())),
-    }
+    Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
+        .map_err(|e| AppError::BadRequest(e.to_string()))
 }
 
 /// `POST /api/v1/query` `{"sql": "...", "start"?, "end"?}`.

@@ -5,26 +5,19 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use parking_lot_free::Captured;
 use tower::ServiceExt;
 use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryService};
 
 use super::*;
 
-mod parking_lot_free {
-    use std::sync::Mutex;
-    /// The last request the fake saw.
-    #[derive(Default)]
-    pub struct Captured(pub Mutex<Option<tracelight_model::QueryRequest>>);
-}
-
-struct Fake(Captured);
+/// Answers by the SQL text and remembers the last request.
+struct Fake(std::sync::Mutex<Option<QueryRequest>>);
 
 #[async_trait::async_trait]
 impl QueryService for Fake {
     async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError> {
         let sql = request.sql.clone();
-        *self.0.0.lock().unwrap() = Some(request);
+        *self.0.lock().unwrap() = Some(request);
         match sql.as_str() {
             "bad" => Err(QueryError::Invalid("syntax error near bad".into())),
             "boom" => Err(QueryError::Internal("disk /secret/path failed".into())),
@@ -45,7 +38,7 @@ impl Readiness for Ready {
 }
 
 fn app(tokens: Vec<String>, ready: bool) -> (Router, Arc<Fake>) {
-    let fake = Arc::new(Fake(Captured::default()));
+    let fake = Arc::new(Fake(Default::default()));
     let state = AppState {
         query: fake.clone(),
         registry: Registry::new(),
@@ -79,7 +72,7 @@ async fn query_returns_columns_rows_and_passes_the_time_range() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["columns"], serde_json::json!(["n"]));
     assert_eq!(json["rows"], serde_json::json!([[7]]));
-    let seen = fake.0.0.lock().unwrap().clone().unwrap();
+    let seen = fake.0.lock().unwrap().clone().unwrap();
     assert_eq!((seen.start_ns, seen.end_ns), (Some(1_700_000_000_000_000_000), Some(1_700_000_001_000_000_000)));
     assert_eq!(seen.tenant.unwrap().as_str(), "default");
 }

@@ -1,8 +1,8 @@
 //! OTLP export requests → Arrow record batches in the schemas of `tracelight_model::schema`.
 //!
-//! Pure conversion, no I/O: the HTTP path calls [`decode_traces`] / [`decode_logs`] /
-//! [`decode_metrics`] with the raw body, the gRPC path (where tonic already decoded the message)
-//! calls [`traces_to_arrow`] / [`logs_to_arrow`] / [`metrics_to_arrow`].
+//! Pure conversion, no I/O: both receivers and WAL replay call [`decode`] with the request body
+//! as received (after decompression); [`traces_to_arrow`] / [`logs_to_arrow`] /
+//! [`metrics_to_arrow`] convert an already parsed request.
 //!
 //! Items that break a rule (bad IDs, impossible timestamps, inconsistent histograms) are
 //! rejected one by one and counted, never the whole request: the caller reports them through
@@ -17,7 +17,7 @@ mod utf8;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tracelight_model::{SignalBatch, Tenant};
+use tracelight_model::{Signal, SignalBatch, Tenant};
 
 /// Wire encoding of an OTLP/HTTP body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,60 +90,36 @@ fn blank(body: &[u8]) -> bool {
     body.iter().all(|b| b.is_ascii_whitespace())
 }
 
-fn parse_traces(body: &[u8], format: Format) -> Result<(ExportTraceServiceRequest, u64), DecodeError> {
+/// Parses an export request, repairing invalid UTF-8 in protobuf strings (see [`utf8`]);
+/// also returns how many strings were repaired.
+fn parse<T>(body: &[u8], format: Format, ty: utf8::Ty) -> Result<(T, u64), DecodeError>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
     match format {
-        Format::Protobuf => match <ExportTraceServiceRequest as prost::Message>::decode(body) {
+        Format::Protobuf => match T::decode(body) {
             Ok(req) => Ok((req, 0)),
-            Err(e) => utf8::repair(body, utf8::Ty::TraceRequest)
-                .and_then(|(fixed, n)| {
-                    <ExportTraceServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
-                })
+            Err(e) => utf8::repair(body, ty)
+                .and_then(|(fixed, n)| T::decode(&fixed[..]).ok().map(|r| (r, n)))
                 .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
         },
-        Format::Json if blank(body) => Ok((ExportTraceServiceRequest::default(), 0)),
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(body)
-            .map(|r| (r, 0))
-            .map_err(|e| DecodeError::Json(e.to_string())),
+        Format::Json if blank(body) => Ok((T::default(), 0)),
+        Format::Json => serde_json::from_slice::<T>(body).map(|r| (r, 0)).map_err(|e| DecodeError::Json(e.to_string())),
     }
 }
 
-fn parse_logs(body: &[u8], format: Format) -> Result<(ExportLogsServiceRequest, u64), DecodeError> {
-    match format {
-        Format::Protobuf => match <ExportLogsServiceRequest as prost::Message>::decode(body) {
-            Ok(req) => Ok((req, 0)),
-            Err(e) => utf8::repair(body, utf8::Ty::LogsRequest)
-                .and_then(|(fixed, n)| {
-                    <ExportLogsServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
-                })
-                .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
-        },
-        Format::Json if blank(body) => Ok((ExportLogsServiceRequest::default(), 0)),
-        Format::Json => serde_json::from_slice::<ExportLogsServiceRequest>(body)
-            .map(|r| (r, 0))
-            .map_err(|e| DecodeError::Json(e.to_string())),
-    }
-}
-
-fn parse_metrics(body: &[u8], format: Format) -> Result<(ExportMetricsServiceRequest, u64), DecodeError> {
-    match format {
-        Format::Protobuf => match <ExportMetricsServiceRequest as prost::Message>::decode(body) {
-            Ok(req) => Ok((req, 0)),
-            Err(e) => utf8::repair(body, utf8::Ty::MetricsRequest)
-                .and_then(|(fixed, n)| {
-                    <ExportMetricsServiceRequest as prost::Message>::decode(&fixed[..]).ok().map(|r| (r, n))
-                })
-                .ok_or_else(|| DecodeError::Protobuf(e.to_string())),
-        },
-        Format::Json if blank(body) => Ok((ExportMetricsServiceRequest::default(), 0)),
-        Format::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(body)
-            .map(|r| (r, 0))
-            .map_err(|e| DecodeError::Json(e.to_string())),
+/// Decodes a body of `signal`'s export request: what both receivers and WAL replay call.
+pub fn decode(signal: Signal, body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
+    match signal {
+        Signal::Spans => decode_traces(body, format, ctx),
+        Signal::Logs => decode_logs(body, format, ctx),
+        Signal::Metrics => decode_metrics(body, format, ctx),
     }
 }
 
 /// Decodes an OTLP/HTTP traces body and converts it to a `spans` batch.
 pub fn decode_traces(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let (req, invalid_utf8) = parse_traces(body, format)?;
+    let (req, invalid_utf8) = parse::<ExportTraceServiceRequest>(body, format, utf8::Ty::TraceRequest)?;
     let mut decoded = traces_to_arrow(&req, ctx);
     decoded.invalid_utf8 = invalid_utf8;
     Ok(decoded)
@@ -151,7 +127,7 @@ pub fn decode_traces(body: &[u8], format: Format, ctx: &DecodeContext) -> Result
 
 /// Decodes an OTLP/HTTP logs body and converts it to a `logs` batch.
 pub fn decode_logs(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let (req, invalid_utf8) = parse_logs(body, format)?;
+    let (req, invalid_utf8) = parse::<ExportLogsServiceRequest>(body, format, utf8::Ty::LogsRequest)?;
     let mut decoded = logs_to_arrow(&req, ctx);
     decoded.invalid_utf8 = invalid_utf8;
     Ok(decoded)
@@ -159,7 +135,7 @@ pub fn decode_logs(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<D
 
 /// Decodes an OTLP/HTTP metrics body and converts it to a `metrics` batch.
 pub fn decode_metrics(body: &[u8], format: Format, ctx: &DecodeContext) -> Result<Decoded, DecodeError> {
-    let (req, invalid_utf8) = parse_metrics(body, format)?;
+    let (req, invalid_utf8) = parse::<ExportMetricsServiceRequest>(body, format, utf8::Ty::MetricsRequest)?;
     let mut decoded = metrics_to_arrow(&req, ctx);
     decoded.invalid_utf8 = invalid_utf8;
     Ok(decoded)

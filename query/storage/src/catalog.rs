@@ -257,16 +257,6 @@ impl Catalog {
         }))
     }
 
-    /// Distinct tenants that have segments.
-    pub async fn tenants(&self) -> Result<Vec<Tenant>, StorageError> {
-        let names: Vec<String> = on_pool!(self, pool => {
-            sqlx::query("SELECT DISTINCT tenant FROM segments").fetch_all(pool).await
-                .map_err(|e| StorageError::catalog("list tenants", e))?
-                .into_iter().map(|r| r.get::<String, _>(0)).collect()
-        });
-        Ok(names.iter().filter_map(|n| Tenant::new(n).ok()).collect())
-    }
-
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }

@@ -187,9 +187,9 @@ impl BatchSink for Head {
     }
 }
 
-/// Memory held by a batch. Batches replayed from the WAL are zero-copy views into one IPC
-/// message buffer, which `get_array_memory_size` would count once per column; the logical
-/// size of each column's slice is what the batch really adds.
+/// Memory a batch adds to the head: the logical size of each column's slice. Arrays that share
+/// one buffer (zero-copy IPC reads, slices) would be counted once per column by
+/// `get_array_memory_size`, making the head look full when it is not.
 pub fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
