@@ -5,12 +5,14 @@
 //! - [`Signal`], [`Tenant`], [`SignalBatch`]: what flows between stages.
 //! - [`BatchSink`] and [`QueryService`]: the narrow traits the collector and the web crate call.
 //!   Concrete types are wired only in the binary, as `Arc<dyn Trait>`.
+//! - [`correlate`]: requests and answers of trace, log and service queries.
 //! - [`telemetry`]: tracelight's own metrics, rendered as Prometheus text on `/metrics`.
 //! - [`time`]: the time and duration syntax shared by the API, the CLI and the config.
 //!
 //! This crate must stay light: Arrow's array types and serde, nothing heavier.
 
 pub mod auth;
+pub mod correlate;
 pub mod query;
 pub mod schema;
 pub mod signal;

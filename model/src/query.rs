@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
+
 /// A read-only SQL query over `spans`, `logs` and `metrics`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,9 @@ pub struct ScanStats {
     pub segment_bytes: u64,
     /// Rows read from the in-memory head.
     pub head_rows: u64,
+    /// Rows read back through an index (trace lookups, log search); 0 for SQL scans.
+    #[serde(default)]
+    pub rows_read: u64,
     pub elapsed_ms: f64,
 }
 
@@ -67,4 +72,17 @@ pub enum QueryError {
 #[async_trait::async_trait]
 pub trait QueryService: Send + Sync {
     async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError>;
+
+    /// Every span, log record and exemplar of a trace (`trace_id` already validated, lower
+    /// case), found through the trace-ID index without a time hint.
+    async fn trace(&self, tenant: &crate::Tenant, trace_id: &str) -> Result<TraceDetail, QueryError>;
+
+    /// Traces with a span matching every filter, newest first.
+    async fn traces(&self, query: TraceQuery) -> Result<TraceList, QueryError>;
+
+    /// Log records matching a full-text query and filters, newest first.
+    async fn logs(&self, query: LogQuery) -> Result<LogList, QueryError>;
+
+    /// RED numbers per service and the service-to-service edges over `[start_ns, end_ns)`.
+    async fn services(&self, tenant: &crate::Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError>;
 }

@@ -85,7 +85,7 @@ impl TableProvider for SignalTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
         };
-        segments.retain(|s| !(s.node == self.sources.node && s.flush_lsn >= head.overlap_from_lsn));
+        tracelight_storage::drop_head_overlap(&mut segments, &self.sources.node, head.overlap_from_lsn);
 
         {
             let mut st = self.stats.lock();

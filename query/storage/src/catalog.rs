@@ -34,7 +34,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_segments")];
+const MIGRATIONS: &[Migration] = &[migration!(1, "0001_segments"), migration!(2, "0002_segment_index")];
 
 /// One Parquet file as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct SegmentMeta {
     pub max_time_ns: i64,
     pub rows: u64,
     pub bytes: u64,
+    /// Bytes of the full-text / trace-ID index directory beside the file (0 when none).
+    pub index_bytes: u64,
     /// The WAL checkpoint of the flush that wrote this segment.
     pub flush_lsn: u64,
     pub created_at_ns: i64,
@@ -197,12 +199,12 @@ impl Catalog {
             for s in segments {
                 sqlx::query(
                     "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
-                        row_count, byte_size, flush_lsn, created_at_ns)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        row_count, byte_size, flush_lsn, created_at_ns, index_bytes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&s.id).bind(&s.node).bind(s.tenant.as_str()).bind(s.signal.table()).bind(s.partition_hour)
                 .bind(&s.path).bind(s.min_time_ns).bind(s.max_time_ns).bind(s.rows as i64).bind(s.bytes as i64)
-                .bind(s.flush_lsn as i64).bind(s.created_at_ns)
+                .bind(s.flush_lsn as i64).bind(s.created_at_ns).bind(s.index_bytes as i64)
                 .execute(&mut *tx).await.map_err(|e| StorageError::catalog("insert segment", e))?;
             }
             sqlx::query(
@@ -229,7 +231,7 @@ impl Catalog {
         let end = end_ns.unwrap_or(i64::MAX);
         let (h0, h1) = (tracelight_model::time::hour_of(start), tracelight_model::time::hour_of(end.saturating_sub(1)));
         let sql = "SELECT id, node, partition_hour, path, min_time_ns, max_time_ns, row_count, byte_size,
-                          flush_lsn, created_at_ns
+                          flush_lsn, created_at_ns, index_bytes
                    FROM segments
                    WHERE tenant = $1 AND signal = $2 AND partition_hour BETWEEN $3 AND $4
                      AND max_time_ns >= $5 AND min_time_ns < $6
@@ -242,6 +244,7 @@ impl Catalog {
                     id: r.get(0), node: r.get(1), tenant: tenant.clone(), signal, partition_hour: r.get(2),
                     path: r.get(3), min_time_ns: r.get(4), max_time_ns: r.get(5), rows: r.get::<i64, _>(6) as u64,
                     bytes: r.get::<i64, _>(7) as u64, flush_lsn: r.get::<i64, _>(8) as u64, created_at_ns: r.get(9),
+                    index_bytes: r.get::<i64, _>(10) as u64,
                 })
                 .collect::<Vec<_>>()
         });

@@ -8,6 +8,8 @@ pub enum StorageError {
     Catalog { what: String, source: sqlx::Error },
     #[error("segment write failed: {0}")]
     SegmentWrite(String),
+    #[error("segment read failed: {0}")]
+    SegmentRead(String),
 }
 
 impl StorageError {

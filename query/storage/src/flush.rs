@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
+use arrow::record_batch::RecordBatch;
 use rand::Rng;
 use tokio::sync::watch;
+use tracelight_model::Signal;
 use tracelight_model::telemetry::{Counter, Histogram, LATENCY_BUCKETS, Registry};
 use tracelight_model::time::{now_ns, partition_dirs};
 
@@ -22,6 +26,17 @@ use crate::segment::{self, SegmentStore};
 /// Called with the new WAL checkpoint after every successful flush.
 pub type CheckpointFn = Box<dyn Fn(u64) + Send + Sync>;
 
+/// Builds the index that sits beside a segment (the index crate implements it; storage does
+/// not link tantivy). It runs inside the flush, before the catalog commit, so an index never
+/// holds rows its segment does not and a segment is never visible without its index.
+pub trait SegmentIndexer: Send + Sync {
+    /// Whether segments of `signal` get an index.
+    fn indexes(&self, signal: Signal) -> bool;
+    /// Writes the index of `rows` (the segment's rows in file order) into the empty
+    /// directory `dir`.
+    fn build(&self, signal: Signal, rows: &RecordBatch, dir: &Path) -> Result<(), String>;
+}
+
 pub struct Flusher {
     head: Arc<Head>,
     catalog: Catalog,
@@ -29,6 +44,7 @@ pub struct Flusher {
     node: String,
     interval: Duration,
     on_checkpoint: CheckpointFn,
+    indexer: Option<Arc<dyn SegmentIndexer>>,
     seq: AtomicU64,
     flush_seconds: Arc<Histogram>,
     segments_written: Arc<Counter>,
@@ -62,6 +78,7 @@ impl Flusher {
             node,
             interval,
             on_checkpoint,
+            indexer: None,
             seq: AtomicU64::new(0),
             flush_seconds: registry.histogram(
                 "tracelight_flush_seconds",
@@ -73,6 +90,12 @@ impl Flusher {
                 .counter("tracelight_segment_bytes_written_total", "Bytes of Parquet segments written."),
             failures: registry.counter("tracelight_flush_failures_total", "Flushes that failed and will be retried."),
         }
+    }
+
+    /// Builds an index beside every segment of the signals `indexer` covers.
+    pub fn with_indexer(mut self, indexer: Arc<dyn SegmentIndexer>) -> Flusher {
+        self.indexer = Some(indexer);
+        self
     }
 
     /// Flushes on a timer and on demand until `shutdown` turns true, then flushes once more.
@@ -111,16 +134,32 @@ impl Flusher {
         let store = self.store.clone();
         let node = self.node.clone();
         let g = generation.clone();
+        let indexer = self.indexer.clone();
         // Sorting and Parquet encoding are CPU work: keep them off the async workers.
         let metas = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
             let mut metas = Vec::with_capacity(g.partitions.len());
             for (key, batches) in &g.partitions {
-                let enc = segment::encode(key.signal, batches)?;
+                let sorted = segment::sort_rows(key.signal, batches)?;
                 let (day, hour) = partition_dirs(key.hour);
                 let salt: u32 = rand::rng().random();
                 // The node name leads, so each node sweeps only its own leftovers at start-up.
                 let id = format!("{node}-{flush_id}-{salt:08x}");
                 let path = format!("{}/{}/{day}/{hour}/{id}.parquet", key.tenant, key.signal);
+                // The index and the Parquet file are built from the same sorted rows at once,
+                // on two threads: row addresses in the index are row numbers in the file.
+                let (enc, index_bytes) = std::thread::scope(|s| {
+                    let index = s.spawn(|| match &indexer {
+                        Some(ix) if ix.indexes(key.signal) => {
+                            store.put_dir(&segment::index_dir(&path), |dir| ix.build(key.signal, &sorted, dir))
+                        }
+                        _ => Ok(0),
+                    });
+                    let enc = segment::encode_sorted(key.signal, sorted.clone());
+                    let index_bytes =
+                        index.join().unwrap_or_else(|_| Err(StorageError::SegmentWrite("index build panicked".into())));
+                    (enc, index_bytes)
+                });
+                let (enc, index_bytes) = (enc?, index_bytes?);
                 store.put(&path, &enc.bytes)?;
                 metas.push(SegmentMeta {
                     id,
@@ -133,6 +172,7 @@ impl Flusher {
                     max_time_ns: enc.max_time_ns,
                     rows: enc.rows,
                     bytes: enc.bytes.len() as u64,
+                    index_bytes,
                     flush_lsn: checkpoint,
                     created_at_ns: now_ns(),
                 });
@@ -147,6 +187,7 @@ impl Flusher {
             // copies; the start-up sweep would remove them too.
             for m in &metas {
                 let _ = self.store.delete(&m.path);
+                let _ = self.store.delete_dir(&segment::index_dir(&m.path));
             }
             tracing::warn!(checkpoint, "flush was already committed; removed the duplicate files of the retry");
         }
@@ -156,7 +197,7 @@ impl Flusher {
         let stats = FlushStats {
             segments: metas.len(),
             rows: metas.iter().map(|m| m.rows).sum(),
-            bytes: metas.iter().map(|m| m.bytes).sum(),
+            bytes: metas.iter().map(|m| m.bytes + m.index_bytes).sum(),
             checkpoint,
         };
         self.flush_seconds.observe(started.elapsed().as_secs_f64());

@@ -66,6 +66,21 @@ pub struct HeadSnapshot {
     pub overlap_from_lsn: u64,
 }
 
+/// One partition of one head generation. Batches are only ever appended to a partition while
+/// its generation is active, so a longer list for the same generation extends a shorter one.
+pub struct HeadPart {
+    pub generation: u64,
+    pub hour: i64,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// See [`Head::partitions`].
+pub struct HeadParts {
+    pub parts: Vec<HeadPart>,
+    /// As in [`HeadSnapshot::overlap_from_lsn`].
+    pub overlap_from_lsn: u64,
+}
+
 pub struct Head {
     inner: RwLock<Inner>,
     config: HeadConfig,
@@ -138,6 +153,28 @@ impl Head {
             }
         }
         HeadSnapshot { batches, overlap_from_lsn }
+    }
+
+    /// The head rows of `tenant`/`signal` in hours `[h0, h1]`, partition by partition, each
+    /// tagged with its generation (the generation's first LSN, unique while it lives), so an
+    /// index over the head can be kept per generation and extended as batches are appended.
+    pub fn partitions(&self, tenant: &Tenant, signal: Signal, h0: i64, h1: i64) -> HeadParts {
+        let inner = self.inner.read();
+        let lo = PartitionKey { tenant: tenant.clone(), signal, hour: h0 };
+        let hi = PartitionKey { tenant: tenant.clone(), signal, hour: h1 };
+        let mut parts = Vec::new();
+        let mut overlap_from_lsn = u64::MAX;
+        let gens = inner.flushing.as_deref().into_iter().chain(std::iter::once(&inner.active));
+        for g in gens {
+            let Some(first) = g.first_lsn else { continue };
+            overlap_from_lsn = overlap_from_lsn.min(first);
+            if h0 <= h1 {
+                for (key, bs) in g.partitions.range(lo.clone()..=hi.clone()) {
+                    parts.push(HeadPart { generation: first, hour: key.hour, batches: bs.clone() });
+                }
+            }
+        }
+        HeadParts { parts, overlap_from_lsn }
     }
 
     fn update_gauges(&self, inner: &Inner) {

@@ -13,9 +13,15 @@ use std::collections::HashSet;
 
 pub use catalog::{Catalog, SegmentMeta};
 pub use error::StorageError;
-pub use flush::{FlushStats, Flusher};
-pub use head::{Head, HeadConfig, HeadSnapshot};
-pub use segment::SegmentStore;
+pub use flush::{FlushStats, Flusher, SegmentIndexer};
+pub use head::{Head, HeadConfig, HeadPart, HeadParts, HeadSnapshot};
+pub use segment::{SegmentStore, index_dir};
+
+/// Drops the segments whose rows are still in the head ([`HeadSnapshot::overlap_from_lsn`]):
+/// a reader that reads both must count those rows once.
+pub fn drop_head_overlap(segments: &mut Vec<SegmentMeta>, node: &str, overlap_from_lsn: u64) {
+    segments.retain(|s| !(s.node == node && s.flush_lsn >= overlap_from_lsn));
+}
 
 /// Removes this node's segment files that have no catalog row (a crash between the Parquet
 /// write and the catalog commit) and its leftover temporary files. Run at start-up, before the
@@ -25,15 +31,29 @@ pub async fn remove_orphans(catalog: &Catalog, store: &SegmentStore, node: &str)
     let known: HashSet<String> = catalog.all_segment_paths().await?.into_iter().collect();
     let mine = format!("{node}-");
     let mut removed = 0;
+    let mut dirs_done = HashSet::new();
     for path in store.list()? {
-        let name = path.rsplit('/').next().unwrap_or(&path);
-        if !name.starts_with(&mine) {
+        // A file inside an index directory belongs to that directory's segment.
+        let (entry, is_dir) = match path.split('/').position(|c| c.ends_with(".idx") || c.ends_with(".idx.tmp")) {
+            Some(i) => (path.split('/').take(i + 1).collect::<Vec<_>>().join("/"), true),
+            None => (path.clone(), false),
+        };
+        let name = entry.rsplit('/').next().unwrap_or(&entry);
+        if !name.starts_with(&mine) || (is_dir && !dirs_done.insert(entry.clone())) {
             continue;
         }
-        let orphan = path.ends_with(".tmp") || (path.ends_with(".parquet") && !known.contains(&path));
+        let orphan = if is_dir {
+            entry.ends_with(".tmp") || !known.contains(&format!("{}.parquet", entry.trim_end_matches(".idx")))
+        } else {
+            entry.ends_with(".tmp") || (entry.ends_with(".parquet") && !known.contains(&entry))
+        };
         if orphan {
-            tracing::info!(%path, "removing segment file without a catalog row (left by a crash)");
-            store.delete(&path)?;
+            tracing::info!(path = %entry, "removing segment data without a catalog row (left by a crash or retention)");
+            if is_dir {
+                store.delete_dir(&entry)?
+            } else {
+                store.delete(&entry)?
+            }
             removed += 1;
         }
     }

@@ -19,13 +19,14 @@ fn seg(id: &str, signal: Signal, hour: i64, lsn: u64) -> SegmentMeta {
         max_time_ns: hour * H + 20,
         rows: 5,
         bytes: 100,
+        index_bytes: 7,
         flush_lsn: lsn,
         created_at_ns: 0,
     }
 }
 
 async fn exercise(catalog: &Catalog) {
-    assert_eq!(catalog.migrate().await.unwrap(), vec!["0001_segments".to_string()]);
+    assert_eq!(catalog.migrate().await.unwrap(), vec!["0001_segments".to_string(), "0002_segment_index".to_string()]);
     assert!(catalog.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 0);
 

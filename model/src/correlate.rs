@@ -1,0 +1,252 @@
+//! Requests and answers of the correlation queries: a trace by ID with its logs and exemplars,
+//! trace search, log search, and the services overview. The engine answers them; the API,
+//! the CLI and the UI render them. IDs are lower-case hex on the way out; times are Unix
+//! nanoseconds.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::query::ScanStats;
+
+pub type Attributes = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanEvent {
+    pub time_ns: i64,
+    pub name: String,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanLink {
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub service_name: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub duration_ns: i64,
+    pub status_code: String,
+    pub status_message: Option<String>,
+    pub attributes: Attributes,
+    pub resource_attributes: Attributes,
+    pub scope_name: Option<String>,
+    pub events: Vec<SpanEvent>,
+    pub links: Vec<SpanLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub time_ns: i64,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub severity_number: i32,
+    pub severity_text: Option<String>,
+    pub body: Option<String>,
+    pub service_name: String,
+    pub attributes: Attributes,
+    pub resource_attributes: Attributes,
+}
+
+/// A metric point's exemplar that names a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExemplarRef {
+    pub metric: String,
+    pub service_name: String,
+    pub time_ns: i64,
+    pub value: Option<f64>,
+    pub trace_id: String,
+    pub span_id: Option<String>,
+    /// The data point's attributes.
+    pub attributes: Attributes,
+}
+
+/// `GET /api/v1/traces/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceDetail {
+    pub trace_id: String,
+    pub summary: Option<TraceSummary>,
+    /// Ordered by start time.
+    pub spans: Vec<SpanRecord>,
+    /// Ordered by time.
+    pub logs: Vec<LogRecord>,
+    pub exemplars: Vec<ExemplarRef>,
+    pub stats: ScanStats,
+}
+
+/// One trace in a search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// The span without a parent (`None` while the root has not arrived).
+    pub root_service: Option<String>,
+    pub root_name: Option<String>,
+    pub start_ns: i64,
+    /// Last span end minus first span start.
+    pub duration_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    /// Sorted.
+    pub services: Vec<String>,
+}
+
+/// `GET /api/v1/traces?…`: a trace matches when one of its spans matches every filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceQuery {
+    pub service: Option<String>,
+    pub name: Option<String>,
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    /// `ERROR`, `OK` or `UNSET`.
+    pub status: Option<String>,
+    /// Span attribute equalities (`attr.K=V`).
+    pub attributes: Vec<(String, String)>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+    pub tenant: Option<crate::Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceList {
+    pub traces: Vec<TraceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    pub stats: ScanStats,
+}
+
+/// `GET /api/v1/logs?…`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogQuery {
+    pub q: String,
+    pub services: Vec<String>,
+    pub severities: Vec<String>,
+    pub trace_id: Option<String>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+    pub tenant: Option<crate::Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogList {
+    pub logs: Vec<LogRecord>,
+    pub next_cursor: Option<String>,
+    pub stats: ScanStats,
+}
+
+/// RED numbers of one service's entry spans (kind SERVER or CONSUMER, or without a parent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub service: String,
+    pub requests: u64,
+    pub rate_per_sec: f64,
+    pub errors: u64,
+    pub error_ratio: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Calls from spans of `parent` to child spans in `child` (a different service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEdge {
+    pub parent: String,
+    pub child: String,
+    pub calls: u64,
+    /// Child spans with status ERROR.
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceMap {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub services: Vec<ServiceStats>,
+    pub edges: Vec<ServiceEdge>,
+    pub stats: ScanStats,
+}
+
+/// Where the next page starts: before `time_ns`, after the `skip` results at exactly
+/// `time_ns` (logs), or after trace `key` at `time_ns` (traces). Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ns: i64,
+    pub skip: u64,
+    pub key: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", self.time_ns, self.skip, self.key))
+    }
+
+    pub fn decode(s: &str) -> Result<Cursor, String> {
+        let bad = || format!("invalid cursor {s:?}: pass back the next_cursor of the previous page unchanged");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, ':');
+        let time_ns = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let skip = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let key = parts.next().ok_or_else(bad)?.to_string();
+        Ok(Cursor { time_ns, skip, key })
+    }
+}
+
+/// Parses a trace ID (32 hex digits, any case) to lower case; a clear message otherwise.
+pub fn parse_trace_id(s: &str) -> Result<String, String> {
+    parse_hex_id(s, 32, "trace ID")
+}
+
+/// Parses a span ID (16 hex digits, any case) to lower case.
+pub fn parse_span_id(s: &str) -> Result<String, String> {
+    parse_hex_id(s, 16, "span ID")
+}
+
+fn parse_hex_id(s: &str, len: usize, what: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.len() != len || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("malformed {what} {s:?}: expected {len} hexadecimal digits"));
+    }
+    if t.bytes().all(|b| b == b'0') {
+        return Err(format!("malformed {what} {s:?}: all zeros is not a valid ID"));
+    }
+    Ok(t.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_lower_cased_and_checked() {
+        assert_eq!(parse_trace_id("5B8EFFF798038103D269B633813FC60C").unwrap(), "5b8efff798038103d269b633813fc60c");
+        for bad in
+            ["", "xyz", "5b8efff798038103d269b633813fc60", "00000000000000000000000000000000", "g".repeat(32).as_str()]
+        {
+            assert!(parse_trace_id(bad).is_err(), "{bad}");
+        }
+        assert!(parse_span_id("EEE19B7EC3C1B174").is_ok());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor { time_ns: -5, skip: 3, key: "ab:cd".into() };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        assert!(Cursor::decode("!!!").is_err());
+        assert!(Cursor::decode("aGVsbG8").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Full-text search over log records still in the head.
+//!
+//! One in-memory tantivy index per (tenant, head generation). A search first indexes the
+//! batches appended since the previous search (the head only appends to a live generation),
+//! so ingest pays nothing for it and a record is searchable as soon as it is queryable by SQL.
+//! Generations that the flusher has committed are dropped on the next search.
+
+use std::collections::HashMap;
+
+use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use tantivy::collector::TopDocs;
+use tantivy::query::Query;
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy};
+use tracelight_model::{Signal, Tenant};
+use tracelight_storage::HeadParts;
+
+use crate::IndexError;
+use crate::schema::{self, Fields};
+
+/// Indexing memory of one generation's writer (tantivy's minimum is 15 MB).
+const HEAD_MEMORY: usize = 32 << 20;
+
+struct GenIndex {
+    writer: IndexWriter,
+    reader: IndexReader,
+    fields: Fields,
+    /// Every batch indexed so far; a document's `row` is `batch << 32 | row`.
+    batches: Vec<RecordBatch>,
+    /// Per hour: how many of the partition's batches are indexed.
+    done: HashMap<i64, usize>,
+}
+
+impl GenIndex {
+    fn new() -> Result<GenIndex, IndexError> {
+        let (schema, fields) = schema::schema();
+        let index = Index::create_in_ram(schema);
+        schema::register_tokenizers(&index);
+        let writer = index.writer_with_num_threads(1, HEAD_MEMORY)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(GenIndex { writer, reader, fields, batches: Vec::new(), done: HashMap::new() })
+    }
+
+    /// Indexes the batches of `hour` past those already done; returns whether any were added.
+    fn extend(&mut self, hour: i64, batches: &[RecordBatch]) -> Result<bool, IndexError> {
+        let done = self.done.entry(hour).or_insert(0);
+        let mut added = false;
+        for b in batches.iter().skip(*done) {
+            let n = self.batches.len() as u64;
+            schema::add_rows(&self.writer, &self.fields, Signal::Logs, b, |i| (n << 32) | i as u64)?;
+            self.batches.push(b.clone());
+            added = true;
+        }
+        *done = batches.len().max(*done);
+        Ok(added)
+    }
+}
+
+/// A head hit: the time and the record as a one-row batch.
+pub struct HeadHit {
+    pub time_ns: i64,
+    pub order: (u64, u64),
+    pub row: RecordBatch,
+}
+
+#[derive(Default)]
+pub struct HeadIndex {
+    gens: Mutex<HashMap<(Tenant, u64), GenIndex>>,
+}
+
+impl HeadIndex {
+    /// The newest `limit` head log records of `tenant` that match `query`.
+    pub fn search(
+        &self,
+        tenant: &Tenant,
+        parts: &HeadParts,
+        query: &dyn Query,
+        limit: usize,
+    ) -> Result<Vec<HeadHit>, IndexError> {
+        let mut gens = self.gens.lock();
+        // Generations below the oldest live one have been flushed and committed.
+        gens.retain(|(_, g), _| *g >= parts.overlap_from_lsn);
+        let mut hits = Vec::new();
+        let mut by_gen: HashMap<u64, Vec<&tracelight_storage::HeadPart>> = HashMap::new();
+        for p in &parts.parts {
+            by_gen.entry(p.generation).or_default().push(p);
+        }
+        for (generation, ps) in by_gen {
+            let key = (tenant.clone(), generation);
+            if !gens.contains_key(&key) {
+                gens.insert(key.clone(), GenIndex::new()?);
+            }
+            let g = gens.get_mut(&key).expect("inserted above");
+            let mut added = false;
+            for p in ps {
+                added |= g.extend(p.hour, &p.batches)?;
+            }
+            if added {
+                g.writer.commit()?;
+                g.reader.reload()?;
+            }
+            let searcher = g.reader.searcher();
+            let top =
+                searcher.search(query, &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
+            for (time_ns, addr) in top {
+                let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                let Some(a) = rows.first(addr.doc_id) else { continue };
+                let (b, r) = ((a >> 32) as usize, (a & 0xffff_ffff) as usize);
+                let Some(batch) = g.batches.get(b) else { continue };
+                hits.push(HeadHit { time_ns, order: (generation, a), row: batch.slice(r, 1) });
+            }
+        }
+        Ok(hits)
+    }
+}

@@ -1,0 +1,237 @@
+//! The one tantivy schema every index uses, and how Arrow rows become index documents.
+//!
+//! An index document carries no stored fields: only what searching needs (terms and two fast
+//! fields, `time` and `row`). The row itself is read back from Parquet or the head by its
+//! address, so the index adds little to the bytes on disk.
+//!
+//! | field         | from                                  | indexed as                              |
+//! |---------------|---------------------------------------|-----------------------------------------|
+//! | `body`        | log body                              | words (lower-cased), with positions     |
+//! | `attr_values` | every attribute value of a log        | words, with positions (default field)   |
+//! | `attributes`  | log attributes as an object           | `attributes.user.id:42`, dots expanded  |
+//! | `service`     | `service_name`                        | one exact term                          |
+//! | `severity`    | severity number, else text            | one upper-case term: `ERROR`, `WARN`, … |
+//! | `trace_id`    | span/log trace ID, metric exemplars   | one lower-case term per ID              |
+//! | `span_id`     | log span ID                           | one lower-case term                     |
+//! | `time`        | the row's time column                 | fast field (ranges, newest-first order) |
+//! | `row`         | the row's address in its segment      | fast field                              |
+
+use std::collections::BTreeMap;
+
+use arrow::array::{
+    Array, AsArray, Int32Array, ListArray, MapArray, RecordBatch, StringArray, StructArray, TimestampNanosecondArray,
+};
+use tantivy::schema::{
+    FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
+use tantivy::{Index, IndexWriter, TantivyDocument};
+use tracelight_model::Signal;
+
+/// Tokenizer for IDs: the whole value as one term, lower-cased, so any case finds it.
+pub const ID_TOKENIZER: &str = "tl_id";
+
+#[derive(Clone, Copy)]
+pub struct Fields {
+    pub body: Field,
+    pub attr_values: Field,
+    pub attributes: Field,
+    pub service: Field,
+    pub severity: Field,
+    pub trace_id: Field,
+    pub span_id: Field,
+    pub time: Field,
+    pub row: Field,
+}
+
+pub fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let id = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(ID_TOKENIZER).set_index_option(IndexRecordOption::Basic),
+    );
+    let json = JsonObjectOptions::default().set_expand_dots_enabled().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        body: b.add_text_field("body", words.clone()),
+        attr_values: b.add_text_field("attr_values", words),
+        attributes: b.add_json_field("attributes", json),
+        service: b.add_text_field("service", STRING),
+        severity: b.add_text_field("severity", STRING),
+        trace_id: b.add_text_field("trace_id", id.clone()),
+        span_id: b.add_text_field("span_id", id),
+        time: b.add_i64_field("time", FAST),
+        row: b.add_u64_field("row", FAST),
+    };
+    (b.build(), fields)
+}
+
+/// Looks the fields up in an opened index's schema.
+pub fn fields_of(schema: &Schema) -> tantivy::Result<Fields> {
+    let f = |name: &str| schema.get_field(name);
+    Ok(Fields {
+        body: f("body")?,
+        attr_values: f("attr_values")?,
+        attributes: f("attributes")?,
+        service: f("service")?,
+        severity: f("severity")?,
+        trace_id: f("trace_id")?,
+        span_id: f("span_id")?,
+        time: f("time")?,
+        row: f("row")?,
+    })
+}
+
+/// Tokenizers are not saved with an index: every opened or created index needs this.
+pub fn register_tokenizers(index: &Index) {
+    index
+        .tokenizers()
+        .register(ID_TOKENIZER, TextAnalyzer::builder(RawTokenizer::default()).filter(LowerCaser).build());
+}
+
+/// The severity term of a log: the OTLP severity-number range's name, or the upper-cased text
+/// when the number is unset (0).
+pub fn severity_name(number: i32, text: Option<&str>) -> Option<String> {
+    let name = match number {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => return text.filter(|t| !t.is_empty()).map(|t| t.trim().to_ascii_uppercase()),
+    };
+    Some(name.to_string())
+}
+
+fn string_col<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>())
+}
+
+fn opt(a: Option<&StringArray>, i: usize) -> Option<&str> {
+    a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
+}
+
+/// Adds one document per row of `batch` (of `signal`'s schema) that has something to index.
+/// `address(i)` is what the document records as the row's address.
+pub fn add_rows(
+    writer: &IndexWriter,
+    f: &Fields,
+    signal: Signal,
+    batch: &RecordBatch,
+    address: impl Fn(usize) -> u64,
+) -> tantivy::Result<usize> {
+    let times = batch
+        .column_by_name(signal.time_column())
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .expect("time column is Timestamp(ns)");
+    let service = string_col(batch, "service_name");
+    let trace = string_col(batch, "trace_id");
+    let mut added = 0;
+    match signal {
+        Signal::Spans => {
+            for i in 0..batch.num_rows() {
+                let mut doc = TantivyDocument::new();
+                if let Some(t) = opt(trace, i) {
+                    doc.add_text(f.trace_id, t);
+                }
+                if let Some(s) = opt(service, i) {
+                    doc.add_text(f.service, s);
+                }
+                doc.add_i64(f.time, times.value(i));
+                doc.add_u64(f.row, address(i));
+                writer.add_document(doc)?;
+                added += 1;
+            }
+        }
+        Signal::Logs => {
+            let span = string_col(batch, "span_id");
+            let body = string_col(batch, "body");
+            let sev_text = string_col(batch, "severity_text");
+            let sev_num = batch.column_by_name("severity_number").and_then(|c| c.as_any().downcast_ref::<Int32Array>());
+            let attrs = batch.column_by_name("attributes").and_then(|c| c.as_any().downcast_ref::<MapArray>());
+            for i in 0..batch.num_rows() {
+                let mut doc = TantivyDocument::new();
+                if let Some(t) = opt(trace, i) {
+                    doc.add_text(f.trace_id, t);
+                }
+                if let Some(t) = opt(span, i) {
+                    doc.add_text(f.span_id, t);
+                }
+                if let Some(s) = opt(service, i) {
+                    doc.add_text(f.service, s);
+                }
+                if let Some(b) = opt(body, i) {
+                    doc.add_text(f.body, b);
+                }
+                let number = sev_num.map_or(0, |a| a.value(i));
+                if let Some(sev) = severity_name(number, opt(sev_text, i)) {
+                    doc.add_text(f.severity, sev);
+                }
+                if let Some(m) = attrs
+                    && m.is_valid(i)
+                {
+                    let entries = m.value(i);
+                    let keys = entries.column(0).as_string::<i32>();
+                    let values = entries.column(1).as_string::<i32>();
+                    let mut object = BTreeMap::new();
+                    for j in 0..keys.len() {
+                        if values.is_valid(j) {
+                            let v = values.value(j);
+                            doc.add_text(f.attr_values, v);
+                            object.insert(keys.value(j).to_string(), OwnedValue::Str(v.to_string()));
+                        }
+                    }
+                    if !object.is_empty() {
+                        doc.add_object(f.attributes, object);
+                    }
+                }
+                doc.add_i64(f.time, times.value(i));
+                doc.add_u64(f.row, address(i));
+                writer.add_document(doc)?;
+                added += 1;
+            }
+        }
+        Signal::Metrics => {
+            // Only points with exemplars that name a trace: the trace page shows them.
+            let ex = batch.column_by_name("exemplars").and_then(|c| c.as_any().downcast_ref::<ListArray>());
+            let Some(ex) = ex else { return Ok(0) };
+            for i in 0..batch.num_rows() {
+                if ex.is_null(i) || ex.value_length(i) == 0 {
+                    continue;
+                }
+                let items = ex.value(i);
+                let items: &StructArray = items.as_struct();
+                let Some(ids) = items.column_by_name("trace_id").and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                else {
+                    continue;
+                };
+                let mut doc = TantivyDocument::new();
+                let mut any = false;
+                for j in 0..ids.len() {
+                    if ids.is_valid(j) {
+                        doc.add_text(f.trace_id, ids.value(j));
+                        any = true;
+                    }
+                }
+                if any {
+                    if let Some(s) = opt(service, i) {
+                        doc.add_text(f.service, s);
+                    }
+                    doc.add_i64(f.time, times.value(i));
+                    doc.add_u64(f.row, address(i));
+                    writer.add_document(doc)?;
+                    added += 1;
+                }
+            }
+        }
+    }
+    Ok(added)
+}

@@ -1,0 +1,429 @@
+//! Searching the segment indexes and the head: log search newest first, and every row of a set
+//! of traces (spans, logs, metric points whose exemplars name them).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, BooleanArray, ListArray, StringArray};
+use arrow::compute::{filter_record_batch, interleave_record_batch};
+use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{Index, Order, ReloadPolicy, Searcher, Term};
+use tracelight_model::time::hour_of;
+use tracelight_model::{Signal, Tenant};
+use tracelight_storage::{Catalog, Head, SegmentMeta, SegmentStore, drop_head_overlap, index_dir};
+
+use crate::IndexError;
+use crate::head::HeadIndex;
+use crate::schema::{self, Fields};
+
+/// Opened segment indexes kept at most.
+const SEARCHER_CACHE: usize = 2048;
+
+/// A log search: a tantivy query over body and attributes plus exact filters.
+#[derive(Debug, Clone, Default)]
+pub struct LogSearch {
+    /// Query text (tantivy syntax); empty matches everything.
+    pub q: String,
+    /// Any of these services (empty: all).
+    pub services: Vec<String>,
+    /// Any of these severities, upper case (`ERROR`, `WARN`, …; empty: all).
+    pub severities: Vec<String>,
+    pub trace_id: Option<String>,
+    /// Inclusive.
+    pub start_ns: i64,
+    /// Exclusive.
+    pub end_ns: i64,
+    pub limit: usize,
+    /// Leave out the first this-many matches whose time is `end_ns - 1`: they were on the
+    /// previous page (see the cursor in the API).
+    pub skip_at_end: usize,
+}
+
+/// What a search touched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchStats {
+    pub partitions: u64,
+    /// Segment indexes searched.
+    pub segments: u64,
+    /// Bytes of those indexes.
+    pub index_bytes: u64,
+    pub head_rows: u64,
+    /// Rows read back from Parquet or the head.
+    pub rows_read: u64,
+    pub elapsed_ms: f64,
+}
+
+/// Where a hit's row lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Source {
+    Head { generation: u64, address: u64 },
+    Segment { segment: usize, row: u64 },
+}
+
+pub struct IndexSearch {
+    catalog: Catalog,
+    head: Arc<Head>,
+    store: SegmentStore,
+    node: String,
+    /// An empty index that only lends its schema and tokenizers to the query parser.
+    parser_index: Index,
+    fields: Fields,
+    searchers: Mutex<HashMap<String, Searcher>>,
+    head_index: HeadIndex,
+}
+
+impl IndexSearch {
+    pub fn new(catalog: Catalog, head: Arc<Head>, store: SegmentStore, node: String) -> IndexSearch {
+        let (schema, fields) = schema::schema();
+        let parser_index = Index::create_in_ram(schema);
+        schema::register_tokenizers(&parser_index);
+        IndexSearch {
+            catalog,
+            head,
+            store,
+            node,
+            parser_index,
+            fields,
+            searchers: Mutex::default(),
+            head_index: HeadIndex::default(),
+        }
+    }
+
+    /// Parses a query in tantivy's syntax. Bare words search the body and attribute values and
+    /// must all match (`payment timeout` = `payment AND timeout`).
+    pub fn parse(&self, q: &str) -> Result<Box<dyn Query>, IndexError> {
+        if q.trim().is_empty() {
+            return Ok(Box::new(AllQuery));
+        }
+        let mut parser = QueryParser::for_index(&self.parser_index, vec![self.fields.body, self.fields.attr_values]);
+        parser.set_conjunction_by_default();
+        let invalid = |e: &dyn std::fmt::Display| {
+            IndexError::Invalid(format!(
+                "cannot parse query {q:?}: {e}. Fields: body, attributes.<key>, service, severity, trace_id, span_id; \
+                 operators AND, OR, NOT (or -word), \"phrases\", (groups)"
+            ))
+        };
+        let ast = match query_grammar::parse_query(q) {
+            Ok(ast) => ast,
+            // The grammar's own error says nothing; the parser's says what is wrong.
+            Err(_) => {
+                return Err(parser.parse_query(q).err().map_or_else(|| invalid(&"syntax error"), |e| invalid(&e)));
+            }
+        };
+        parser.build_query_from_user_input_ast(lift_negations(ast)).map_err(|e| invalid(&e))
+    }
+
+    fn id_term(&self, field: tantivy::schema::Field, id: &str) -> Term {
+        Term::from_field_text(field, &id.to_ascii_lowercase())
+    }
+
+    fn log_query(&self, s: &LogSearch) -> Result<Box<dyn Query>, IndexError> {
+        let f = &self.fields;
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, self.parse(&s.q)?)];
+        let any_of = |field, values: &[String]| -> Box<dyn Query> {
+            Box::new(TermSetQuery::new(values.iter().map(|v| Term::from_field_text(field, v))))
+        };
+        if !s.services.is_empty() {
+            must.push((Occur::Must, any_of(f.service, &s.services)));
+        }
+        if !s.severities.is_empty() {
+            must.push((Occur::Must, any_of(f.severity, &s.severities)));
+        }
+        if let Some(t) = &s.trace_id {
+            must.push((Occur::Must, Box::new(TermQuery::new(self.id_term(f.trace_id, t), IndexRecordOption::Basic))));
+        }
+        must.push((Occur::Must, Box::new(self.time_range(s.start_ns, s.end_ns))));
+        Ok(Box::new(BooleanQuery::new(must)))
+    }
+
+    fn time_range(&self, start_ns: i64, end_ns: i64) -> RangeQuery {
+        RangeQuery::new(
+            Bound::Included(Term::from_field_i64(self.fields.time, start_ns)),
+            Bound::Excluded(Term::from_field_i64(self.fields.time, end_ns)),
+        )
+    }
+
+    /// The searcher of a segment's index; `None` for a segment written without one.
+    fn searcher(&self, seg: &SegmentMeta) -> Result<Option<Searcher>, IndexError> {
+        if let Some(s) = self.searchers.lock().get(&seg.path) {
+            return Ok(Some(s.clone()));
+        }
+        let dir = self.store.root().join(index_dir(&seg.path));
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let index = Index::open_in_dir(&dir)?;
+        schema::register_tokenizers(&index);
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let searcher = reader.searcher();
+        let mut cache = self.searchers.lock();
+        if cache.len() >= SEARCHER_CACHE
+            && let Some(k) = cache.keys().next().cloned()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(seg.path.clone(), searcher.clone());
+        Ok(Some(searcher))
+    }
+
+    /// Forgets the cached searcher of a deleted segment (retention).
+    pub fn forget(&self, segment_path: &str) {
+        self.searchers.lock().remove(segment_path);
+    }
+
+    /// Segments of `signal` in `[start, end)` that are not also in the head, newest first.
+    async fn segments(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        start_ns: Option<i64>,
+        end_ns: Option<i64>,
+        overlap_from_lsn: u64,
+    ) -> Result<Vec<SegmentMeta>, IndexError> {
+        let mut segs = self.catalog.segments(tenant, signal, start_ns, end_ns).await?;
+        drop_head_overlap(&mut segs, &self.node, overlap_from_lsn);
+        segs.sort_by(|a, b| b.max_time_ns.cmp(&a.max_time_ns).then_with(|| b.id.cmp(&a.id)));
+        Ok(segs)
+    }
+
+    /// Log records matching `s`, newest first, at most `s.limit`, in the `logs` schema.
+    pub async fn logs(&self, tenant: &Tenant, s: &LogSearch) -> Result<(RecordBatch, SearchStats), IndexError> {
+        let started = Instant::now();
+        let mut stats = SearchStats::default();
+        if s.end_ns <= s.start_ns || s.limit == 0 {
+            return Ok((RecordBatch::new_empty(Signal::Logs.schema()), stats));
+        }
+        let query = self.log_query(s)?;
+        let want = s.limit + s.skip_at_end;
+        let (h0, h1) = (hour_of(s.start_ns), hour_of(s.end_ns - 1));
+        let parts = self.head.partitions(tenant, Signal::Logs, h0, h1);
+        let segments =
+            self.segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn).await?;
+
+        let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
+        stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
+        let mut head_rows: HashMap<Source, RecordBatch> = HashMap::new();
+        let mut hits: Vec<(i64, Source)> = Vec::new();
+        for h in self.head_index.search(tenant, &parts, query.as_ref(), want)? {
+            let src = Source::Head { generation: h.order.0, address: h.order.1 };
+            hits.push((h.time_ns, src));
+            head_rows.insert(src, h.row);
+        }
+        keep_newest(&mut hits, want);
+
+        for (i, seg) in segments.iter().enumerate() {
+            // Newest segments first: once `want` hits are newer than everything this segment
+            // holds, no older segment can contribute.
+            if hits.len() >= want && hits.last().is_some_and(|(t, _)| *t > seg.max_time_ns) {
+                break;
+            }
+            let Some(searcher) = self.searcher(seg)? else {
+                tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+                continue;
+            };
+            hours.insert(seg.partition_hour);
+            stats.segments += 1;
+            stats.index_bytes += seg.index_bytes;
+            let top = searcher
+                .search(query.as_ref(), &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc))?;
+            for (t, addr) in top {
+                let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                if let Some(row) = rows.first(addr.doc_id) {
+                    hits.push((t, Source::Segment { segment: i, row }));
+                }
+            }
+            keep_newest(&mut hits, want);
+        }
+        stats.partitions = hours.len() as u64;
+
+        // Drop what the previous page already showed: the first matches at its last time.
+        let last = s.end_ns - 1;
+        let mut skip = s.skip_at_end;
+        hits.retain(|(t, _)| {
+            if skip > 0 && *t == last {
+                skip -= 1;
+                return false;
+            }
+            true
+        });
+        hits.truncate(s.limit);
+
+        let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats)?;
+        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((batch, stats))
+    }
+
+    /// Reads the rows of `hits` (in that order) from their segments and the head.
+    fn materialize(
+        &self,
+        signal: Signal,
+        segments: &[SegmentMeta],
+        hits: &[(i64, Source)],
+        head_rows: &HashMap<Source, RecordBatch>,
+        stats: &mut SearchStats,
+    ) -> Result<RecordBatch, IndexError> {
+        let mut per_segment: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for (_, src) in hits {
+            if let Source::Segment { segment, row } = src {
+                per_segment.entry(*segment).or_default().push(*row);
+            }
+        }
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut position: HashMap<Source, (usize, usize)> = HashMap::new();
+        for (segment, mut rows) in per_segment {
+            rows.sort_unstable();
+            rows.dedup();
+            let b = self.store.read_rows(&segments[segment].path, &rows)?;
+            stats.rows_read += b.num_rows() as u64;
+            for (j, row) in rows.iter().enumerate() {
+                position.insert(Source::Segment { segment, row: *row }, (batches.len(), j));
+            }
+            batches.push(b);
+        }
+        for (src, b) in head_rows {
+            position.insert(*src, (batches.len(), 0));
+            batches.push(b.clone());
+            stats.rows_read += 1;
+        }
+        let order: Vec<(usize, usize)> = hits.iter().filter_map(|(_, src)| position.get(src).copied()).collect();
+        if order.is_empty() {
+            return Ok(RecordBatch::new_empty(signal.schema()));
+        }
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        interleave_record_batch(&refs, &order).map_err(|e| IndexError::Internal(e.to_string()))
+    }
+
+    /// Every row of `signal` that belongs to one of `trace_ids` (lower-case hex): spans and
+    /// logs by their `trace_id`, metric points by the trace IDs of their exemplars. Segments
+    /// are found through their indexes, so no time hint is needed; `start_ns`/`end_ns` narrow
+    /// the segments looked at when given.
+    pub async fn trace_rows(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        trace_ids: &[String],
+        start_ns: Option<i64>,
+        end_ns: Option<i64>,
+    ) -> Result<(RecordBatch, SearchStats), IndexError> {
+        let started = Instant::now();
+        let mut stats = SearchStats::default();
+        let ids: HashSet<String> = trace_ids.iter().map(|t| t.to_ascii_lowercase()).collect();
+        let (h0, h1) = (start_ns.map_or(i64::MIN, hour_of), end_ns.map_or(i64::MAX, |e| hour_of(e.saturating_sub(1))));
+        let head = self.head.snapshot(tenant, signal, h0, h1);
+        let segments = self.segments(tenant, signal, start_ns, end_ns, head.overlap_from_lsn).await?;
+        let query = TermSetQuery::new(ids.iter().map(|t| self.id_term(self.fields.trace_id, t)));
+
+        let mut hours = HashSet::new();
+        let mut out: Vec<RecordBatch> = Vec::new();
+        for seg in &segments {
+            let Some(searcher) = self.searcher(seg)? else {
+                tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+                continue;
+            };
+            stats.segments += 1;
+            stats.index_bytes += seg.index_bytes;
+            let docs = searcher.search(&query, &DocSetCollector)?;
+            if docs.is_empty() {
+                continue;
+            }
+            hours.insert(seg.partition_hour);
+            let mut rows = Vec::with_capacity(docs.len());
+            for addr in docs {
+                let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                rows.extend(col.first(addr.doc_id));
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            let b = self.store.read_rows(&seg.path, &rows)?;
+            stats.rows_read += b.num_rows() as u64;
+            out.push(b);
+        }
+        for b in &head.batches {
+            stats.head_rows += b.num_rows() as u64;
+            let mask = trace_mask(signal, b, &ids);
+            if mask.true_count() > 0 {
+                let kept = filter_record_batch(b, &mask).map_err(|e| IndexError::Internal(e.to_string()))?;
+                stats.rows_read += kept.num_rows() as u64;
+                if let Some(t) = kept.column_by_name(signal.time_column()) {
+                    let t = t.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+                    hours.extend(t.values().iter().map(|v| hour_of(*v)));
+                }
+                out.push(kept);
+            }
+        }
+        stats.partitions = hours.len() as u64;
+        let batch =
+            arrow::compute::concat_batches(&signal.schema(), &out).map_err(|e| IndexError::Internal(e.to_string()))?;
+        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((batch, stats))
+    }
+}
+
+/// `a AND NOT b` parses as `a AND (NOT b)`, and a group holding only exclusions matches
+/// nothing in tantivy, so the query would find nothing. Lifts such exclusions into the
+/// enclosing group, and gives a group of only exclusions something to exclude from.
+fn lift_negations(ast: UserInputAst) -> UserInputAst {
+    let only_exclusions = |items: &[(Option<GrammarOccur>, UserInputAst)]| {
+        !items.is_empty() && items.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot))
+    };
+    match ast {
+        UserInputAst::Clause(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (occur, sub) in items {
+                match (occur, lift_negations(sub)) {
+                    (None | Some(GrammarOccur::Must), UserInputAst::Clause(inner)) if only_exclusions(&inner) => {
+                        out.extend(inner)
+                    }
+                    (o, s) => out.push((o, s)),
+                }
+            }
+            if only_exclusions(&out) {
+                out.push((Some(GrammarOccur::Must), UserInputAst::Leaf(Box::new(UserInputLeaf::All))));
+            }
+            UserInputAst::Clause(out)
+        }
+        UserInputAst::Boost(inner, boost) => UserInputAst::Boost(Box::new(lift_negations(*inner)), boost),
+        leaf => leaf,
+    }
+}
+
+/// Sorts hits newest first (ties in a fixed order) and keeps the first `n`.
+fn keep_newest(hits: &mut Vec<(i64, Source)>, n: usize) {
+    hits.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    hits.truncate(n);
+}
+
+/// Which rows of a head batch belong to one of `ids`.
+fn trace_mask(signal: Signal, b: &RecordBatch, ids: &HashSet<String>) -> BooleanArray {
+    match signal {
+        Signal::Spans | Signal::Logs => {
+            let col = b.column_by_name("trace_id").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            (0..b.num_rows()).map(|i| Some(col.is_some_and(|c| c.is_valid(i) && ids.contains(c.value(i))))).collect()
+        }
+        Signal::Metrics => {
+            let ex = b.column_by_name("exemplars").and_then(|c| c.as_any().downcast_ref::<ListArray>());
+            (0..b.num_rows())
+                .map(|i| {
+                    Some(ex.is_some_and(|ex| {
+                        if ex.is_null(i) || ex.value_length(i) == 0 {
+                            return false;
+                        }
+                        let items = ex.value(i);
+                        let items = items.as_struct();
+                        items
+                            .column_by_name("trace_id")
+                            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                            .is_some_and(|c| (0..c.len()).any(|j| c.is_valid(j) && ids.contains(c.value(j))))
+                    }))
+                })
+                .collect()
+        }
+    }
+}
