@@ -1,9 +1,12 @@
-//! CLI commands that talk to a running server's API (`tracelight query`).
+//! CLI commands that talk to a running server's API: `tracelight query`, `logs`, `trace`.
 
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::{Context, bail};
 use serde_json::Value;
+use tracelight_model::correlate::{LogList, LogRecord, SpanRecord, TraceDetail, parse_trace_id};
 
 /// Sends SQL to `POST /api/v1/query` and prints a table (or the JSON with `json`).
 pub async fn query(
@@ -65,6 +68,203 @@ pub async fn query(
     Ok(())
 }
 
+/// `GET` an API path and decode the JSON answer; API errors become the error message.
+async fn get_json<T: serde::de::DeserializeOwned>(server: &str, path: &str, token: Option<&str>) -> anyhow::Result<T> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let mut req = client.get(&url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach tracelight at {server} (is `tracelight serve` running?)"))?;
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        bail!("{}", v["error"].as_str().unwrap_or(&text));
+    }
+    serde_json::from_str(&text).with_context(|| format!("unexpected answer from {url}: {status} {text}"))
+}
+
+/// What `tracelight logs` asks for.
+pub struct LogsArgs<'a> {
+    pub q: &'a str,
+    pub since: &'a str,
+    pub services: &'a [String],
+    pub severity: Option<&'a str>,
+    pub limit: usize,
+    pub cursor: Option<&'a str>,
+}
+
+/// `tracelight logs QUERY`: matching log records, newest first.
+pub async fn logs(server: &str, a: &LogsArgs<'_>, token: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut pairs = vec![("q", a.q.to_string()), ("since", a.since.to_string()), ("limit", a.limit.to_string())];
+    pairs.extend(a.services.iter().map(|s| ("service", s.clone())));
+    pairs.extend(a.severity.map(|s| ("severity", s.to_string())));
+    pairs.extend(a.cursor.map(|c| ("cursor", c.to_string())));
+    let query: String = pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    if json {
+        let v: Value = get_json(server, &format!("/api/v1/logs?{query}"), token).await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let list: LogList = get_json(server, &format!("/api/v1/logs?{query}"), token).await?;
+    print!("{}", render_logs(&list.logs));
+    eprintln!(
+        "{} record{} in {:.1} ms ({} partitions, {} index segments, {} rows read){}",
+        list.logs.len(),
+        if list.logs.len() == 1 { "" } else { "s" },
+        list.stats.elapsed_ms,
+        list.stats.partitions,
+        list.stats.segments,
+        list.stats.rows_read,
+        match &list.next_cursor {
+            Some(c) => format!("; more with --cursor {c}"),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+/// `tracelight trace ID`: the span tree with durations, then the trace's logs.
+pub async fn trace(server: &str, id: &str, token: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let id = parse_trace_id(id).map_err(anyhow::Error::msg)?;
+    if json {
+        let v: Value = get_json(server, &format!("/api/v1/traces/{id}"), token).await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let t: TraceDetail = get_json(server, &format!("/api/v1/traces/{id}"), token).await?;
+    print!("{}", render_trace(&t));
+    eprintln!(
+        "found in {:.1} ms ({} partitions, {} index segments, {} rows read)",
+        t.stats.elapsed_ms, t.stats.partitions, t.stats.segments, t.stats.rows_read
+    );
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Unix nanoseconds as RFC 3339 UTC with milliseconds.
+pub fn utc(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+        .map_or_else(|| ns.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+/// `850µs`, `12.3ms`, `1.20s`.
+pub fn duration(ns: i64) -> String {
+    match ns {
+        n if n < 1_000_000 => format!("{}µs", n / 1_000),
+        n if n < 1_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
+        n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
+pub fn render_logs(logs: &[LogRecord]) -> String {
+    let mut out = String::new();
+    for l in logs {
+        let sev = l.severity_text.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| l.severity_number.to_string());
+        let body = l.body.as_deref().unwrap_or("").replace(['\n', '\r'], " ");
+        out += &format!("{} {sev:<5} {:<14} {body}", utc(l.time_ns), l.service_name);
+        if let Some(t) = &l.trace_id {
+            out += &format!("  trace={t}");
+        }
+        out += "\n";
+    }
+    out
+}
+
+pub fn render_trace(t: &TraceDetail) -> String {
+    let mut out = String::new();
+    if let Some(s) = &t.summary {
+        out += &format!(
+            "trace {} · {} span{} · {} · {} error{} · {} · started {}\n",
+            t.trace_id,
+            s.span_count,
+            if s.span_count == 1 { "" } else { "s" },
+            s.services.join(", "),
+            s.error_count,
+            if s.error_count == 1 { "" } else { "s" },
+            duration(s.duration_ns),
+            utc(s.start_ns)
+        );
+    } else {
+        out += &format!("trace {} (no spans stored)\n", t.trace_id);
+    }
+    let ids: HashSet<&str> = t.spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: HashMap<&str, Vec<&SpanRecord>> = HashMap::new();
+    let mut roots = Vec::new();
+    for s in &t.spans {
+        match s.parent_span_id.as_deref() {
+            Some(p) if ids.contains(p) => children.entry(p).or_default().push(s),
+            _ => roots.push(s),
+        }
+    }
+    let start = t.summary.as_ref().map_or(0, |s| s.start_ns);
+    // Iterative depth-first walk: a trace can be deeper than the stack allows for recursion.
+    let mut stack: Vec<(&SpanRecord, String, bool, bool)> =
+        roots.iter().rev().map(|r| (*r, String::new(), true, true)).collect();
+    while let Some((s, prefix, last, is_root)) = stack.pop() {
+        let branch = if is_root {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        let orphan = if is_root && s.parent_span_id.is_some() { " (parent not received)" } else { "" };
+        let status = if s.status_code == "ERROR" {
+            format!("  ERROR{}", s.status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())
+        } else {
+            String::new()
+        };
+        out += &format!(
+            "{prefix}{branch}{} {}  {}  +{}{status}{orphan}\n",
+            s.service_name,
+            s.name,
+            duration(s.duration_ns),
+            duration(s.start_ns - start),
+        );
+        let kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
+        let child_prefix =
+            if is_root { prefix.clone() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        for (i, k) in kids.iter().enumerate().rev() {
+            stack.push((*k, child_prefix.clone(), i == kids.len() - 1, false));
+        }
+    }
+    if !t.logs.is_empty() {
+        out += &format!("logs ({}):\n", t.logs.len());
+        for line in render_logs(&t.logs).lines() {
+            out += &format!("  {line}\n");
+        }
+    }
+    if !t.exemplars.is_empty() {
+        out += &format!("exemplars ({}):\n", t.exemplars.len());
+        for e in &t.exemplars {
+            out += &format!(
+                "  {} {} {} = {}\n",
+                utc(e.time_ns),
+                e.service_name,
+                e.metric,
+                e.value.map_or_else(|| "-".into(), |v| v.to_string())
+            );
+        }
+    }
+    out
+}
+
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
@@ -115,6 +315,71 @@ pub fn render_table(columns: &[String], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn span(id: &str, parent: Option<&str>, service: &str, start: i64, dur: i64) -> SpanRecord {
+        SpanRecord {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(String::from),
+            name: format!("op-{id}"),
+            kind: "SERVER".into(),
+            service_name: service.into(),
+            start_ns: start,
+            end_ns: start + dur,
+            duration_ns: dur,
+            status_code: if id == "c" { "ERROR".into() } else { "UNSET".into() },
+            status_message: (id == "c").then(|| "declined".into()),
+            attributes: Default::default(),
+            resource_attributes: Default::default(),
+            scope_name: None,
+            events: vec![],
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn traces_print_as_an_indented_tree() {
+        let spans = vec![
+            span("a", None, "front", 0, 300_000_000),
+            span("b", Some("a"), "cart", 10_000_000, 50_000_000),
+            span("c", Some("a"), "pay", 70_000_000, 200_000_000),
+            span("d", Some("c"), "db", 80_000_000, 900_000),
+            span("e", Some("zz"), "late", 5_000_000, 1_000),
+        ];
+        let t = TraceDetail {
+            trace_id: "t".into(),
+            summary: tracelight_engine_summary(&spans),
+            spans,
+            logs: vec![],
+            exemplars: vec![],
+            stats: Default::default(),
+        };
+        let text = render_trace(&t);
+        let tree: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            tree,
+            vec![
+                "front op-a  300.0ms  +0µs",
+                "├─ cart op-b  50.0ms  +10.0ms",
+                "└─ pay op-c  200.0ms  +70.0ms  ERROR: declined",
+                "   └─ db op-d  900µs  +80.0ms",
+                "late op-e  1µs  +5.0ms (parent not received)",
+            ]
+        );
+    }
+
+    fn tracelight_engine_summary(spans: &[SpanRecord]) -> Option<tracelight_model::correlate::TraceSummary> {
+        Some(tracelight_model::correlate::TraceSummary {
+            trace_id: "t".into(),
+            root_service: Some("front".into()),
+            root_name: Some("op-a".into()),
+            start_ns: 0,
+            duration_ns: spans.iter().map(|s| s.end_ns).max()?,
+            span_count: spans.len() as u64,
+            error_count: 1,
+            services: vec![],
+        })
+    }
 
     #[test]
     fn tables_align_and_clip() {

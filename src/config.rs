@@ -28,6 +28,7 @@ pub struct Config {
     pub wal: WalSection,
     pub head: HeadSection,
     pub query: QuerySection,
+    pub retention: RetentionSection,
     pub api: Api,
 }
 
@@ -92,6 +93,26 @@ pub struct QuerySection {
     pub max_result_rows: usize,
     /// Threads of the query pool (kept apart from ingest).
     pub threads: usize,
+    /// Widest time range of a trace search, log search or services query.
+    pub max_search_range: String,
+    /// Largest page (`limit`) of a list route.
+    pub max_page: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Delete whole hour partitions (Parquet and index together) older than this. `0s` keeps
+    /// everything.
+    pub period: String,
+    /// How often to look for expired partitions.
+    pub check_interval: String,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection { period: "0s".into(), check_interval: "5m".into() }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -114,6 +135,7 @@ impl Default for Config {
             wal: WalSection::default(),
             head: HeadSection::default(),
             query: QuerySection::default(),
+            retention: RetentionSection::default(),
             api: Api::default(),
         }
     }
@@ -152,7 +174,14 @@ impl Default for HeadSection {
 
 impl Default for QuerySection {
     fn default() -> Self {
-        QuerySection { timeout: "30s".into(), memory_limit_bytes: 1 << 30, max_result_rows: 10_000, threads: 2 }
+        QuerySection {
+            timeout: "30s".into(),
+            memory_limit_bytes: 1 << 30,
+            max_result_rows: 10_000,
+            threads: 2,
+            max_search_range: "7d".into(),
+            max_page: 1_000,
+        }
     }
 }
 
@@ -213,6 +242,14 @@ impl Config {
         }
         self.flush_interval()?;
         self.query_timeout()?;
+        self.max_search_range()?;
+        self.retention_period()?;
+        if self.retention_check_interval()?.is_zero() {
+            bail!("retention.check_interval must be positive");
+        }
+        if self.query.max_page == 0 {
+            bail!("query.max_page must be positive");
+        }
         if self.ingest.max_request_bytes < 1024 {
             bail!("ingest.max_request_bytes must be at least 1024");
         }
@@ -262,6 +299,25 @@ impl Config {
     pub fn query_timeout(&self) -> anyhow::Result<Duration> {
         humantime::parse_duration(&self.query.timeout)
             .with_context(|| format!("query.timeout = {:?} is not a duration like 30s", self.query.timeout))
+    }
+
+    pub fn max_search_range(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.query.max_search_range).with_context(|| {
+            format!("query.max_search_range = {:?} is not a duration like 7d", self.query.max_search_range)
+        })
+    }
+
+    /// `None` keeps data forever.
+    pub fn retention_period(&self) -> anyhow::Result<Option<Duration>> {
+        let d = humantime::parse_duration(&self.retention.period)
+            .with_context(|| format!("retention.period = {:?} is not a duration like 14d", self.retention.period))?;
+        Ok((!d.is_zero()).then_some(d))
+    }
+
+    pub fn retention_check_interval(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.retention.check_interval).with_context(|| {
+            format!("retention.check_interval = {:?} is not a duration like 5m", self.retention.check_interval)
+        })
     }
 
     /// Every key path, e.g. `["listen", "http"]`, as the default config has them.

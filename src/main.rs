@@ -32,6 +32,10 @@ enum Command {
     Serve(ServeArgs),
     /// Run SQL against a running server, e.g. `tracelight query "SELECT service_name, count(*) FROM spans GROUP BY 1"`.
     Query(QueryArgs),
+    /// Search logs on a running server, newest first, e.g. `tracelight logs 'payment AND timeout' --since 1h`.
+    Logs(LogsArgs),
+    /// Print a trace as an indented span tree with durations, then its logs: `tracelight trace <trace-id>`.
+    Trace(TraceArgs),
     /// Apply catalog migrations (serve also does this at start-up) and exit.
     Migrate(ServeArgs),
     /// Benchmarks against a real server.
@@ -99,6 +103,52 @@ struct QueryArgs {
     token: Option<String>,
 }
 
+#[derive(Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:4319", env = "TRACELIGHT_SERVER")]
+    server: String,
+    /// API bearer token.
+    #[arg(long, env = "TRACELIGHT_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the JSON response.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LogsArgs {
+    /// Full-text query: words (all must match), "phrases", AND/OR/NOT, field:value with fields
+    /// body, attributes.<key>, service, severity, trace_id, span_id. Empty: every record.
+    #[arg(default_value = "")]
+    query: String,
+    /// How far back to search (e.g. 15m, 1h, 7d).
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// Only these services (repeat the flag for several).
+    #[arg(long)]
+    service: Vec<String>,
+    /// Only these severities, comma-separated (TRACE, DEBUG, INFO, WARN, ERROR, FATAL).
+    #[arg(long)]
+    severity: Option<String>,
+    /// Records to print at most.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Continue after a previous page (printed at its end).
+    #[arg(long)]
+    cursor: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The trace ID: 32 hex digits, any case.
+    trace_id: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
@@ -137,6 +187,20 @@ fn main() -> std::process::ExitCode {
                     None => q.start.clone(),
                 };
                 client::query(&q.server, &q.sql, start, q.end.clone(), q.token.as_deref(), q.json).await
+            }
+            Command::Logs(a) => {
+                let args = client::LogsArgs {
+                    q: &a.query,
+                    since: &a.since,
+                    services: &a.service,
+                    severity: a.severity.as_deref(),
+                    limit: a.limit,
+                    cursor: a.cursor.as_deref(),
+                };
+                client::logs(&a.client.server, &args, a.client.token.as_deref(), a.client.json).await
+            }
+            Command::Trace(a) => {
+                client::trace(&a.client.server, &a.trace_id, a.client.token.as_deref(), a.client.json).await
             }
             Command::Bench(b) => {
                 init_logging("warn");

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracelight_collector::decode::ItemLimits;
 use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
-use tracelight_engine::{Engine, EngineConfig};
+use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::{Catalog, Flusher, Head, HeadConfig, SegmentStore};
 use tracelight_web::{AppState, Readiness};
@@ -95,30 +95,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let wal_for_truncate = wal.clone();
-    let flusher = Arc::new(Flusher::new(
-        head.clone(),
+    let flusher = Arc::new(
+        Flusher::new(
+            head.clone(),
+            catalog.clone(),
+            store.clone(),
+            config.node_id.clone(),
+            config.flush_interval()?,
+            Box::new(move |lsn| {
+                wal_for_truncate.truncate_through(lsn);
+            }),
+            &registry,
+        )
+        .with_indexer(Arc::new(SegmentIndexBuilder)),
+    );
+    let engine = Arc::new(Engine::new(
         catalog.clone(),
+        head.clone(),
         store.clone(),
-        config.node_id.clone(),
-        config.flush_interval()?,
-        Box::new(move |lsn| {
-            wal_for_truncate.truncate_through(lsn);
-        }),
-        &registry,
-    ));
-    let engine = Engine::new(
-        catalog.clone(),
-        head.clone(),
-        store,
         config.node_id.clone(),
         EngineConfig {
             timeout: config.query_timeout()?,
             memory_limit: config.query.memory_limit_bytes,
             max_result_rows: config.query.max_result_rows,
             threads: config.query.threads,
+            max_search_range: config.max_search_range()?,
+            max_page: config.query.max_page,
         },
         &registry,
-    )?;
+    )?);
     let ingest_config = IngestConfig {
         max_request_bytes: config.ingest.max_request_bytes,
         item_limits,
@@ -134,7 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let stopping = Arc::new(AtomicBool::new(false));
     let state = AppState {
-        query: Arc::new(engine),
+        query: engine.clone(),
         registry: registry.clone(),
         readiness: Arc::new(Ready { wal: wal.clone(), stopping: stopping.clone() }),
         api_tokens: Arc::new(config.api.tokens.clone()),
@@ -148,6 +153,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let flusher_task = tokio::spawn(flusher.clone().run(flusher_stop_rx));
+    if let Some(period) = config.retention_period()? {
+        tokio::spawn(retention(
+            catalog.clone(),
+            store.clone(),
+            engine.clone(),
+            period,
+            config.retention_check_interval()?,
+            until_stop(stop_rx.clone()),
+        ));
+    }
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
         .with_graceful_shutdown(until_stop(stop_rx.clone()))
@@ -227,5 +242,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Deletes expired partitions every `interval` until `stop` resolves.
+async fn retention(
+    catalog: Catalog,
+    store: SegmentStore,
+    engine: Arc<Engine>,
+    period: std::time::Duration,
+    interval: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let cutoff = tracelight_model::time::now_ns().saturating_sub(period.as_nanos() as i64);
+        match tracelight_storage::apply_retention(&catalog, &store, cutoff).await {
+            Ok(r) if r.segments > 0 => {
+                engine.forget_segments(&r.paths);
+                tracing::info!(segments = r.segments, bytes = r.bytes, "retention removed expired partitions");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention pass failed; retrying at the next interval"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
     }
 }

@@ -60,6 +60,9 @@ pub enum QueryError {
     /// The caller's mistake: bad SQL, a refused statement, an unknown table.
     #[error("{0}")]
     Invalid(String),
+    /// What was asked for does not exist (a trace ID nothing carries).
+    #[error("{0}")]
+    NotFound(String),
     #[error("query exceeded its time limit of {0} ms")]
     Timeout(u64),
     #[error("query exceeded its memory limit: {0}")]

@@ -27,6 +27,7 @@ impl From<QueryError> for AppError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::Invalid(m) => AppError::BadRequest(m),
+            QueryError::NotFound(m) => AppError::NotFound(m),
             QueryError::Timeout(_) => AppError::Timeout(e.to_string()),
             QueryError::ResourcesExhausted(_) => AppError::TooCostly(e.to_string()),
             QueryError::Internal(m) => AppError::Internal(m),

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -35,6 +36,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/query", post(api::query))
+        .route("/api/v1/traces", get(search::traces))
+        .route("/api/v1/traces/{trace_id}", get(search::trace))
+        .route("/api/v1/logs", get(search::logs))
+        .route("/api/v1/services", get(search::services))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -6,12 +6,20 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryService};
+use tracelight_model::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
+use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryService, Tenant};
 
 use super::*;
 
 /// Answers by the SQL text and remembers the last request.
-struct Fake(std::sync::Mutex<Option<QueryRequest>>);
+#[derive(Default)]
+struct Fake(std::sync::Mutex<Option<QueryRequest>>, std::sync::Mutex<String>);
+
+impl Fake {
+    fn last_call(&self) -> String {
+        self.1.lock().unwrap().clone()
+    }
+}
 
 #[async_trait::async_trait]
 impl QueryService for Fake {
@@ -28,6 +36,36 @@ impl QueryService for Fake {
             }),
         }
     }
+
+    async fn trace(&self, tenant: &Tenant, trace_id: &str) -> Result<TraceDetail, QueryError> {
+        *self.1.lock().unwrap() = format!("trace {tenant} {trace_id}");
+        if trace_id.starts_with("ff") {
+            return Err(QueryError::NotFound(format!("no trace {trace_id}")));
+        }
+        Ok(TraceDetail {
+            trace_id: trace_id.into(),
+            summary: None,
+            spans: vec![],
+            logs: vec![],
+            exemplars: vec![],
+            stats: Default::default(),
+        })
+    }
+
+    async fn traces(&self, q: TraceQuery) -> Result<TraceList, QueryError> {
+        *self.1.lock().unwrap() = format!("{q:?}");
+        Ok(TraceList { traces: vec![], next_cursor: None, stats: Default::default() })
+    }
+
+    async fn logs(&self, q: LogQuery) -> Result<LogList, QueryError> {
+        *self.1.lock().unwrap() = format!("{q:?}");
+        Ok(LogList { logs: vec![], next_cursor: Some("abc".into()), stats: Default::default() })
+    }
+
+    async fn services(&self, tenant: &Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError> {
+        *self.1.lock().unwrap() = format!("services {tenant} {}", end_ns - start_ns);
+        Ok(ServiceMap { start_ns, end_ns, services: vec![], edges: vec![], stats: Default::default() })
+    }
 }
 
 struct Ready(bool);
@@ -38,7 +76,7 @@ impl Readiness for Ready {
 }
 
 fn app(tokens: Vec<String>, ready: bool) -> (Router, Arc<Fake>) {
-    let fake = Arc::new(Fake(Default::default()));
+    let fake = Arc::new(Fake::default());
     let state = AppState {
         query: fake.clone(),
         registry: Registry::new(),
@@ -121,4 +159,86 @@ async fn health_readiness_and_metrics() {
     assert!(body.as_str().unwrap().contains("WAL failed"));
     let (status, _) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::builder().uri(uri).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn trace_ids_are_checked_and_lower_cased() {
+    let (app, fake) = app(vec![], true);
+    let (status, body) = call(&app, get("/api/v1/traces/5B8EFFF798038103D269B633813FC60C")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(fake.last_call(), "trace default 5b8efff798038103d269b633813fc60c");
+    for bad in ["xyz", "5b8efff798038103d269b633813fc60", "00000000000000000000000000000000"] {
+        let (status, body) = call(&app, get(&format!("/api/v1/traces/{bad}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].as_str().unwrap().contains("malformed trace ID"), "{body}");
+    }
+    let (status, body) = call(&app, get(&format!("/api/v1/traces/{}", "ff".repeat(16)))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn trace_search_parameters_are_parsed_strictly() {
+    let (app, fake) = app(vec![], true);
+    let uri = "/api/v1/traces?service=checkout&name=POST%20/checkout&min_duration=300ms&status=Error\
+               &attr.http.response.status_code=503&start=1000&end=2000&limit=5";
+    let (status, body) = call(&app, get(uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let q = fake.last_call();
+    for part in [
+        "service: Some(\"checkout\")",
+        "name: Some(\"POST /checkout\")",
+        "min_duration_ns: Some(300000000)",
+        "status: Some(\"ERROR\")",
+        "attributes: [(\"http.response.status_code\", \"503\")]",
+        "start_ns: 1000, end_ns: 2000, limit: 5",
+    ] {
+        assert!(q.contains(part), "{part} not in {q}");
+    }
+    for (uri, msg) in [
+        ("/api/v1/traces?servce=x", "unknown parameter \"servce\""),
+        ("/api/v1/traces?status=broken", "status must be"),
+        ("/api/v1/traces?min_duration=fast", "min_duration"),
+        ("/api/v1/traces?limit=0", "limit must be a positive integer"),
+        ("/api/v1/traces?cursor=%21%21", "invalid cursor"),
+        ("/api/v1/traces?start=2000&end=1000", "end must be after start"),
+        ("/api/v1/traces?start=1000&since=1h", "either start or since"),
+        ("/api/v1/logs?trace_id=abc", "malformed trace ID"),
+        ("/api/v1/services?window=soon", "window"),
+    ] {
+        let (status, body) = call(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(msg), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn log_search_takes_lists_and_relative_ranges() {
+    let (app, fake) = app(vec![], true);
+    let uri = "/api/v1/logs?q=payment%20AND%20timeout&service=checkout,cart&severity=error&since=15m\
+               &trace_id=5B8EFFF798038103D269B633813FC60C";
+    let (status, body) = call(&app, get(uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["next_cursor"], "abc");
+    let q = fake.last_call();
+    assert!(q.contains("q: \"payment AND timeout\""), "{q}");
+    assert!(q.contains("services: [\"checkout\", \"cart\"]"), "{q}");
+    assert!(q.contains("severities: [\"ERROR\"]"), "{q}");
+    assert!(q.contains("trace_id: Some(\"5b8efff798038103d269b633813fc60c\")"), "{q}");
+    let (status, _) = call(&app, get("/api/v1/services?window=15m")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fake.last_call(), format!("services default {}", 15 * 60 * 1_000_000_000i64));
+}
+
+#[tokio::test]
+async fn search_routes_need_the_token() {
+    let (app, _) = app(vec!["secret-token".into()], true);
+    for uri in ["/api/v1/traces", "/api/v1/logs", "/api/v1/services", "/api/v1/traces/5b8efff798038103d269b633813fc60c"]
+    {
+        let (status, _) = call(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
 }

@@ -6,7 +6,9 @@
 //! URL tables are off), runs on a dedicated thread pool so ingest never waits on a query, and
 //! is cancelled at its timeout.
 
+pub mod correlate;
 pub mod json;
+pub mod records;
 pub mod table;
 pub mod timerange;
 
@@ -18,6 +20,9 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use parking_lot::Mutex;
+use tracelight_index::IndexSearch;
+pub use tracelight_index::SegmentIndexBuilder;
+use tracelight_model::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
 use tracelight_model::telemetry::{Histogram, LATENCY_BUCKETS, Registry};
 use tracelight_model::{QueryError, QueryRequest, QueryResult, QueryService, ScanStats, Signal, Tenant};
 use tracelight_storage::{Catalog, Head, SegmentStore};
@@ -33,11 +38,22 @@ pub struct EngineConfig {
     pub max_result_rows: usize,
     /// Threads of the query pool.
     pub threads: usize,
+    /// Widest time range a trace search, log search or services query may cover.
+    pub max_search_range: Duration,
+    /// Largest page (`limit`) of a list query.
+    pub max_page: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_result_rows: 10_000, threads: 2 }
+        EngineConfig {
+            timeout: Duration::from_secs(30),
+            memory_limit: 1 << 30,
+            max_result_rows: 10_000,
+            threads: 2,
+            max_search_range: Duration::from_secs(7 * 86_400),
+            max_page: 1_000,
+        }
     }
 }
 
@@ -52,6 +68,7 @@ pub(crate) struct Sources {
 /// The SQL engine; implements [`QueryService`].
 pub struct Engine {
     sources: Arc<Sources>,
+    index: Arc<IndexSearch>,
     runtime: Arc<RuntimeEnv>,
     pool: QueryPool,
     config: EngineConfig,
@@ -78,8 +95,10 @@ impl Engine {
             .build()
             .map_err(|e| QueryError::Internal(format!("cannot start the query pool: {e}")))?;
         let pool = QueryPool(Some(pool));
+        let index = Arc::new(IndexSearch::new(catalog.clone(), head.clone(), store.clone(), node.clone()));
         Ok(Engine {
             sources: Arc::new(Sources { catalog, head, store, node }),
+            index,
             runtime,
             pool,
             config,
@@ -126,14 +145,7 @@ impl Engine {
             let batches = df.collect().await?;
             Ok::<_, DataFusionError>((schema, batches))
         };
-        let timeout = self.config.timeout;
-        let handle = self.pool.handle().spawn(async move { tokio::time::timeout(timeout, work).await });
-        let (schema, batches) = match handle.await {
-            Err(e) => return Err(QueryError::Internal(format!("query task failed: {e}"))),
-            Ok(Err(_elapsed)) => return Err(QueryError::Timeout(timeout.as_millis() as u64)),
-            Ok(Ok(Err(e))) => return Err(map_error(e)),
-            Ok(Ok(Ok(v))) => v,
-        };
+        let (schema, batches) = self.on_pool(work).await?.map_err(map_error)?;
         let (columns, mut rows) = json::to_rows(&schema, &batches);
         let truncated = rows.len() > max;
         rows.truncate(max);
@@ -144,10 +156,49 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Forgets cached index readers of segments that retention deleted.
+    pub fn forget_segments(&self, paths: &[String]) {
+        for p in paths {
+            self.index.forget(p);
+        }
+    }
+
+    /// Runs `work` on the query pool, cancelled at the query timeout.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let timeout = self.config.timeout;
+        let handle = self.pool.handle().spawn(async move { tokio::time::timeout(timeout, work).await });
+        match handle.await {
+            Err(e) => Err(QueryError::Internal(format!("query task failed: {e}"))),
+            Ok(Err(_elapsed)) => Err(QueryError::Timeout(timeout.as_millis() as u64)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl QueryService for Engine {
     async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError> {
         self.run(request).await
+    }
+
+    async fn trace(&self, tenant: &Tenant, trace_id: &str) -> Result<TraceDetail, QueryError> {
+        self.trace_detail(tenant, trace_id).await
+    }
+
+    async fn traces(&self, query: TraceQuery) -> Result<TraceList, QueryError> {
+        self.trace_search(query).await
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<LogList, QueryError> {
+        self.log_search(query).await
+    }
+
+    async fn services(&self, tenant: &Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError> {
+        self.service_map(tenant, start_ns, end_ns).await
     }
 }
 

@@ -251,6 +251,49 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// Removes the catalog rows of every segment in a partition before `before_hour` and
+    /// returns them, so their files can be deleted. Queries stop seeing them at the commit; a
+    /// crash before the files are gone leaves orphans that the start-up sweep removes.
+    pub async fn expire_before(&self, before_hour: i64) -> Result<Vec<SegmentMeta>, StorageError> {
+        let cols = "id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns, row_count, byte_size,
+                    flush_lsn, created_at_ns, index_bytes";
+        let sel = format!("SELECT {cols} FROM segments WHERE partition_hour < $1");
+        type Raw = (String, String, String, String, i64, String, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Raw> = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin retention", e))?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sel.as_str())).bind(before_hour).fetch_all(&mut *tx).await
+                .map_err(|e| StorageError::catalog("list expired segments", e))?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8),
+                          r.get(9), r.get(10), r.get(11), r.get(12)))
+                .collect();
+            sqlx::query("DELETE FROM segments WHERE partition_hour < $1").bind(before_hour).execute(&mut *tx).await
+                .map_err(|e| StorageError::catalog("delete expired segments", e))?;
+            tx.commit().await.map_err(|e| StorageError::catalog("commit retention", e))?;
+            rows
+        });
+        rows.into_iter()
+            .map(|(id, node, tenant, signal, hour, path, min_t, max_t, rows, bytes, lsn, created, index_bytes)| {
+                Ok(SegmentMeta {
+                    id,
+                    node,
+                    tenant: Tenant::from_header(Some(&tenant)).map_err(|e| StorageError::Config(e.to_string()))?,
+                    signal: Signal::from_table(&signal)
+                        .ok_or_else(|| StorageError::Config(format!("unknown signal {signal:?} in the catalog")))?,
+                    partition_hour: hour,
+                    path,
+                    min_time_ns: min_t,
+                    max_time_ns: max_t,
+                    rows: rows as u64,
+                    bytes: bytes as u64,
+                    flush_lsn: lsn as u64,
+                    created_at_ns: created,
+                    index_bytes: index_bytes as u64,
+                })
+            })
+            .collect()
+    }
+
     /// Every segment path, for removing files that a crash left without a catalog row.
     pub async fn all_segment_paths(&self) -> Result<Vec<String>, StorageError> {
         Ok(on_pool!(self, pool => {

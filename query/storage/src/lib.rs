@@ -17,6 +17,41 @@ pub use flush::{FlushStats, Flusher, SegmentIndexer};
 pub use head::{Head, HeadConfig, HeadPart, HeadParts, HeadSnapshot};
 pub use segment::{SegmentStore, index_dir};
 
+/// What one retention pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionStats {
+    pub segments: usize,
+    pub bytes: u64,
+    /// Paths of the removed segments (their index readers can be forgotten).
+    pub paths: Vec<String>,
+}
+
+/// Deletes every partition that ended before `cutoff_ns`: catalog rows first (queries stop
+/// seeing them), then each segment's Parquet file and index directory, then the emptied
+/// partition directories.
+pub async fn apply_retention(
+    catalog: &Catalog,
+    store: &SegmentStore,
+    cutoff_ns: i64,
+) -> Result<RetentionStats, StorageError> {
+    // A partition goes only when all of its hour is older than the cutoff.
+    let expired = catalog.expire_before(tracelight_model::time::hour_of(cutoff_ns)).await?;
+    let mut stats = RetentionStats::default();
+    for seg in &expired {
+        store.delete(&seg.path)?;
+        store.delete_dir(&index_dir(&seg.path))?;
+        stats.segments += 1;
+        stats.bytes += seg.bytes + seg.index_bytes;
+        stats.paths.push(seg.path.clone());
+    }
+    let dirs: HashSet<String> =
+        expired.iter().filter_map(|s| s.path.rsplit_once('/').map(|(d, _)| d.to_string())).collect();
+    for d in dirs {
+        store.remove_empty_dirs(&d);
+    }
+    Ok(stats)
+}
+
 /// Drops the segments whose rows are still in the head ([`HeadSnapshot::overlap_from_lsn`]):
 /// a reader that reads both must count those rows once.
 pub fn drop_head_overlap(segments: &mut Vec<SegmentMeta>, node: &str, overlap_from_lsn: u64) {

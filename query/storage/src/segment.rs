@@ -214,6 +214,17 @@ impl SegmentStore {
         Ok(bytes)
     }
 
+    /// Removes `rel` and then its parents while they are empty (never the root).
+    pub fn remove_empty_dirs(&self, rel: &str) {
+        let mut p = self.root.join(rel);
+        while p != self.root && p.starts_with(&self.root) && fs::remove_dir(&p).is_ok() {
+            match p.parent() {
+                Some(parent) => p = parent.to_path_buf(),
+                None => break,
+            }
+        }
+    }
+
     /// Removes a directory and everything in it; a missing one is not an error.
     pub fn delete_dir(&self, rel: &str) -> Result<(), StorageError> {
         match fs::remove_dir_all(self.root.join(rel)) {
