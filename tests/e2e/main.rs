@@ -9,4 +9,5 @@ mod overload;
 mod postgres;
 mod protocol;
 mod sdk;
+mod search;
 mod transport;

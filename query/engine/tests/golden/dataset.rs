@@ -44,8 +44,22 @@ pub struct Dataset {
 }
 
 const WORDS: &[&str] = &[
-    "payment", "timeout", "connection", "reset", "retry", "cache", "order", "user", "checkout", "failed", "queue",
-    "latency", "upstream", "card", "declined", "inventory",
+    "payment",
+    "timeout",
+    "connection",
+    "reset",
+    "retry",
+    "cache",
+    "order",
+    "user",
+    "checkout",
+    "failed",
+    "queue",
+    "latency",
+    "upstream",
+    "card",
+    "declined",
+    "inventory",
 ];
 const ROUTES: &[&str] = &["POST /checkout", "GET /cart", "GET /products", "POST /charge"];
 

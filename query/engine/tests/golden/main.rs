@@ -60,9 +60,7 @@ fn log_cases() -> Vec<(String, LogOracle)> {
         (format!("q=attributes.user.id:42&{w}"), Box::new(|l: &L| l.user == 42)),
         (
             format!("q=queue AND NOT latency AND NOT upstream&service=checkout,frontend&{w}"),
-            Box::new(|l: &L| {
-                has(l, "queue") && !has(l, "latency") && !has(l, "upstream") && l.service != "payment"
-            }),
+            Box::new(|l: &L| has(l, "queue") && !has(l, "latency") && !has(l, "upstream") && l.service != "payment"),
         ),
         (
             "severity=WARN,ERROR&start=2026-11-01T01:00:00Z&end=2026-11-01T02:00:00Z".into(),
@@ -130,7 +128,8 @@ async fn engine_logs(engine: &Engine, params: &str) -> String {
     let mut q: LogQuery = log_query(&Params::new(pairs(params))).unwrap();
     q.limit = 7;
     let first = engine.logs(q.clone()).await.unwrap();
-    let ids: Vec<String> = first.logs.iter().map(|l| l.body.clone().unwrap().rsplit(' ').next().unwrap().into()).collect();
+    let ids: Vec<String> =
+        first.logs.iter().map(|l| l.body.clone().unwrap().rsplit(' ').next().unwrap().into()).collect();
     // Every page, to count them all and check pagination.
     let mut total = first.logs.len();
     let mut cursor = first.next_cursor.clone();
@@ -253,7 +252,8 @@ fn oracle_services(data: &Dataset) -> String {
             percentile(&d, 0.99) / 1e6
         ));
     }
-    let by_id: HashMap<(&str, &str), &S> = data.spans.iter().map(|s| ((s.trace.as_str(), s.span.as_str()), s)).collect();
+    let by_id: HashMap<(&str, &str), &S> =
+        data.spans.iter().map(|s| ((s.trace.as_str(), s.span.as_str()), s)).collect();
     let mut edges: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     for c in &data.spans {
         if let Some(p) = c.parent.as_deref().and_then(|p| by_id.get(&(c.trace.as_str(), p)))
@@ -308,12 +308,12 @@ async fn load(data: &Dataset) -> Fixture {
         &registry,
     )
     .with_indexer(Arc::new(SegmentIndexBuilder));
-    let engine =
-        Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
+    let engine = Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
     let ctx = DecodeContext { tenant: Tenant::default(), now_ns: T0, limits: ItemLimits::default() };
     let mut lsn = 0;
     for part in 0..3 {
-        let spans: Vec<S> = data.spans.iter().enumerate().filter(|(i, _)| i % 3 == part).map(|(_, s)| s.clone()).collect();
+        let spans: Vec<S> =
+            data.spans.iter().enumerate().filter(|(i, _)| i % 3 == part).map(|(_, s)| s.clone()).collect();
         let logs: Vec<L> = data.logs.iter().filter(|l| l.id % 3 == part).cloned().collect();
         let t = traces_to_arrow(&dataset::spans_request(&spans), &ctx);
         let l = logs_to_arrow(&dataset::logs_request(&logs), &ctx);
@@ -354,7 +354,11 @@ async fn golden_cases() {
         let (from, to) = if params.contains("T01:00:00Z") { (1, 2) } else { (0, 3) };
         check(format!("traces {params}"), got, oracle_traces(&data, &pred, from, to));
     }
-    check("services start=2026-11-01T00:00:00Z&end=2026-11-01T03:00:00Z".into(), engine_services(&fx.engine).await, oracle_services(&data));
+    check(
+        "services start=2026-11-01T00:00:00Z&end=2026-11-01T03:00:00Z".into(),
+        engine_services(&fx.engine).await,
+        oracle_services(&data),
+    );
     assert!(failures.is_empty(), "engine and oracle disagree:\n{}", failures.join("\n"));
 
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/cases.golden");
