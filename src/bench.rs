@@ -24,6 +24,8 @@ use tracelight_model::Tenant;
 pub enum BenchCommand {
     /// Durable ingest throughput over OTLP/gRPC, against a server it starts (or --endpoint).
     Ingest(IngestArgs),
+    /// Trace-by-ID, full-text, LIKE-scan and services-RED latency over N spans and N logs.
+    Search(crate::bench_search::SearchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -69,6 +71,7 @@ pub struct IngestArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(a) => ingest(a).await,
+        BenchCommand::Search(a) => crate::bench_search::search(a).await,
     }
 }
 
@@ -103,14 +106,14 @@ fn decode_only_rate(signal: SignalArg, payloads: &[Bytes]) -> f64 {
     items as f64 / started.elapsed().as_secs_f64()
 }
 
-struct Spawned {
-    child: Child,
-    dir: PathBuf,
-    grpc: String,
-    http: String,
+pub struct Spawned {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub grpc: String,
+    pub http: String,
 }
 
-fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
+pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut child = Command::new(exe)
@@ -272,6 +275,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             .unwrap_or(0.0);
         stop_server(s.child)?;
         let segments = dir_bytes(&s.dir.join("data/segments"));
+        // Index directories are part of this figure; `bench search` reports them apart.
         if ingested > 0.0 {
             println!(
                 "on disk after flush: {:.1} bytes per {} in Parquet ({} bytes for {} {item}); WAL wrote {:.1} bytes per item",
@@ -287,7 +291,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stop_server(mut child: Child) -> anyhow::Result<()> {
+pub fn stop_server(mut child: Child) -> anyhow::Result<()> {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
     let status = child.wait()?;
     if !status.success() {

@@ -1,6 +1,7 @@
 //! The `tracelight` binary: parses the command line and wires the crates together.
 
 mod bench;
+mod bench_search;
 mod client;
 mod config;
 mod serve;
@@ -119,7 +120,7 @@ struct ClientArgs {
 #[derive(Args)]
 struct LogsArgs {
     /// Full-text query: words (all must match), "phrases", AND/OR/NOT, field:value with fields
-    /// body, attributes.<key>, service, severity, trace_id, span_id. Empty: every record.
+    /// body, attributes.<key>, service, severity, trace_id. Empty: every record.
     #[arg(default_value = "")]
     query: String,
     /// How far back to search (e.g. 15m, 1h, 7d).

@@ -39,7 +39,8 @@ pub struct ScanStats {
     pub segment_bytes: u64,
     /// Rows read from the in-memory head.
     pub head_rows: u64,
-    /// Rows read back through an index (trace lookups, log search); 0 for SQL scans.
+    /// Rows read: for SQL, the rows of the segments opened (before row-group pruning); for
+    /// index lookups and log search, the rows read back by address.
     #[serde(default)]
     pub rows_read: u64,
     pub elapsed_ms: f64,

@@ -26,7 +26,8 @@ impl Params {
     /// Refuses parameters outside `known` (and outside `attr.*` when `attrs`).
     pub fn only(&self, known: &[&str], attrs: bool) -> Result<(), AppError> {
         for (k, _) in &self.0 {
-            if !known.contains(&k.as_str()) && !(attrs && k.starts_with("attr.") && k.len() > 5) {
+            let attr = attrs && k.starts_with("attr.") && k.len() > 5;
+            if !(known.contains(&k.as_str()) || attr) {
                 let mut all = known.join(", ");
                 if attrs {
                     all.push_str(", attr.<key>");

@@ -94,6 +94,8 @@ impl TableProvider for SignalTable {
             st.partitions += hours.len() as u64;
             st.segments += segments.len() as u64;
             st.segment_bytes += segments.iter().map(|s| s.bytes).sum::<u64>();
+            // Rows of the opened segments: what the scan may read before row-group pruning.
+            st.rows_read += segments.iter().map(|s| s.rows).sum::<u64>();
             st.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         }
 

@@ -1,8 +1,8 @@
 //! The one tantivy schema every index uses, and how Arrow rows become index documents.
 //!
 //! An index document carries no stored fields: only what searching needs (terms and two fast
-//! fields, `time` and `row`). The row itself is read back from Parquet or the head by its
-//! address, so the index adds little to the bytes on disk.
+//! fields, `time` and `row`), and no field norms (hits are ordered by time, never scored). The
+//! row itself is read back from Parquet or the head by its address.
 //!
 //! | field         | from                                  | indexed as                              |
 //! |---------------|---------------------------------------|-----------------------------------------|
@@ -12,7 +12,6 @@
 //! | `service`     | `service_name`                        | one exact term                          |
 //! | `severity`    | severity number, else text            | one upper-case term: `ERROR`, `WARN`, … |
 //! | `trace_id`    | span/log trace ID, metric exemplars   | one lower-case term per ID              |
-//! | `span_id`     | log span ID                           | one lower-case term                     |
 //! | `time`        | the row's time column                 | fast field (ranges, newest-first order) |
 //! | `row`         | the row's address in its segment      | fast field                              |
 
@@ -22,7 +21,7 @@ use arrow::array::{
     Array, AsArray, Int32Array, ListArray, MapArray, RecordBatch, StringArray, StructArray, TimestampNanosecondArray,
 };
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{Index, IndexWriter, TantivyDocument};
@@ -39,34 +38,29 @@ pub struct Fields {
     pub service: Field,
     pub severity: Field,
     pub trace_id: Field,
-    pub span_id: Field,
     pub time: Field,
     pub row: Field,
 }
 
 pub fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let words = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("default")
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
-    let id = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer(ID_TOKENIZER).set_index_option(IndexRecordOption::Basic),
-    );
-    let json = JsonObjectOptions::default().set_expand_dots_enabled().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer("default")
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
+    let indexing = |tokenizer: &str, option| {
+        TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(option).set_fieldnorms(false)
+    };
+    let words =
+        TextOptions::default().set_indexing_options(indexing("default", IndexRecordOption::WithFreqsAndPositions));
+    let id = TextOptions::default().set_indexing_options(indexing(ID_TOKENIZER, IndexRecordOption::Basic));
+    let keyword = TextOptions::default().set_indexing_options(indexing("raw", IndexRecordOption::Basic));
+    let json = JsonObjectOptions::default()
+        .set_expand_dots_enabled()
+        .set_indexing_options(indexing("default", IndexRecordOption::WithFreqsAndPositions));
     let fields = Fields {
         body: b.add_text_field("body", words.clone()),
         attr_values: b.add_text_field("attr_values", words),
         attributes: b.add_json_field("attributes", json),
-        service: b.add_text_field("service", STRING),
-        severity: b.add_text_field("severity", STRING),
-        trace_id: b.add_text_field("trace_id", id.clone()),
-        span_id: b.add_text_field("span_id", id),
+        service: b.add_text_field("service", keyword.clone()),
+        severity: b.add_text_field("severity", keyword),
+        trace_id: b.add_text_field("trace_id", id),
         time: b.add_i64_field("time", FAST),
         row: b.add_u64_field("row", FAST),
     };
@@ -83,7 +77,6 @@ pub fn fields_of(schema: &Schema) -> tantivy::Result<Fields> {
         service: f("service")?,
         severity: f("severity")?,
         trace_id: f("trace_id")?,
-        span_id: f("span_id")?,
         time: f("time")?,
         row: f("row")?,
     })
@@ -152,7 +145,6 @@ pub fn add_rows(
             }
         }
         Signal::Logs => {
-            let span = string_col(batch, "span_id");
             let body = string_col(batch, "body");
             let sev_text = string_col(batch, "severity_text");
             let sev_num = batch.column_by_name("severity_number").and_then(|c| c.as_any().downcast_ref::<Int32Array>());
@@ -161,9 +153,6 @@ pub fn add_rows(
                 let mut doc = TantivyDocument::new();
                 if let Some(t) = opt(trace, i) {
                     doc.add_text(f.trace_id, t);
-                }
-                if let Some(t) = opt(span, i) {
-                    doc.add_text(f.span_id, t);
                 }
                 if let Some(s) = opt(service, i) {
                     doc.add_text(f.service, s);

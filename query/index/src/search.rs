@@ -106,7 +106,7 @@ impl IndexSearch {
         parser.set_conjunction_by_default();
         let invalid = |e: &dyn std::fmt::Display| {
             IndexError::Invalid(format!(
-                "cannot parse query {q:?}: {e}. Fields: body, attributes.<key>, service, severity, trace_id, span_id; \
+                "cannot parse query {q:?}: {e}. Fields: body, attributes.<key>, service, severity, trace_id; \
                  operators AND, OR, NOT (or -word), \"phrases\", (groups)"
             ))
         };
@@ -287,10 +287,12 @@ impl IndexSearch {
             }
             batches.push(b);
         }
-        for (src, b) in head_rows {
-            position.insert(*src, (batches.len(), 0));
-            batches.push(b.clone());
-            stats.rows_read += 1;
+        for (_, src) in hits {
+            if let Some(b) = head_rows.get(src) {
+                position.insert(*src, (batches.len(), 0));
+                batches.push(b.clone());
+                stats.rows_read += 1;
+            }
         }
         let order: Vec<(usize, usize)> = hits.iter().filter_map(|(_, src)| position.get(src).copied()).collect();
         if order.is_empty() {
@@ -318,7 +320,16 @@ impl IndexSearch {
         let (h0, h1) = (start_ns.map_or(i64::MIN, hour_of), end_ns.map_or(i64::MAX, |e| hour_of(e.saturating_sub(1))));
         let head = self.head.snapshot(tenant, signal, h0, h1);
         let segments = self.segments(tenant, signal, start_ns, end_ns, head.overlap_from_lsn).await?;
-        let query = TermSetQuery::new(ids.iter().map(|t| self.id_term(self.fields.trace_id, t)));
+        // One term query per ID: a direct term-dictionary lookup each.
+        let query = BooleanQuery::new(
+            ids.iter()
+                .map(|t| {
+                    let q: Box<dyn Query> =
+                        Box::new(TermQuery::new(self.id_term(self.fields.trace_id, t), IndexRecordOption::Basic));
+                    (Occur::Should, q)
+                })
+                .collect(),
+        );
 
         let mut hours = HashSet::new();
         let mut out: Vec<RecordBatch> = Vec::new();

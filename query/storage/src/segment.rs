@@ -31,6 +31,9 @@ pub struct EncodedSegment {
     pub max_time_ns: i64,
 }
 
+/// Rows per data page.
+const PAGE_ROWS: usize = 1024;
+
 /// Concatenates, sorts and encodes `batches` (all of `signal`'s schema) into one Parquet file.
 pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment, StorageError> {
     encode_sorted(signal, sort_rows(signal, batches)?)
@@ -63,6 +66,10 @@ pub fn encode_sorted(signal: Signal, sorted: RecordBatch) -> Result<EncodedSegme
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Small pages: a point read by row address (trace lookup, search hit) decodes one
+        // page per column, so page size bounds its cost; dictionaries stay per row group.
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
         .set_max_row_group_row_count(Some(256 * 1024));
     if schema.field_with_name("trace_id").is_ok() {
         props = props

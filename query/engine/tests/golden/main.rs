@@ -150,7 +150,7 @@ async fn engine_logs(engine: &Engine, params: &str) -> String {
 
 fn oracle_logs(data: &Dataset, pred: &LogOracle) -> String {
     let mut hits: Vec<&L> = data.logs.iter().filter(|l| in_window(l.time, 0, 3) && pred(l)).collect();
-    hits.sort_by(|a, b| b.time.cmp(&a.time));
+    hits.sort_by_key(|l| std::cmp::Reverse(l.time));
     let ids: Vec<String> = hits.iter().take(7).map(|l| l.id.to_string()).collect();
     format!("{} | {}", hits.len(), ids.join(" "))
 }

@@ -1,0 +1,119 @@
+//! Segment files and their index directories: retention removes both by partition, the
+//! start-up sweep removes what a crash left without a catalog row, and point reads by row
+//! number return exactly the rows asked for.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use tracelight_model::time::{hour_of, now_ns, partition_dirs};
+use tracelight_model::{Signal, Tenant};
+use tracelight_storage::{Catalog, SegmentMeta, SegmentStore, apply_retention, index_dir, remove_orphans};
+
+const H: i64 = 3_600_000_000_000;
+
+fn path(hour: i64, name: &str) -> String {
+    let (day, hh) = partition_dirs(hour);
+    format!("default/logs/{day}/{hh}/{name}.parquet")
+}
+
+fn meta(id: &str, hour: i64) -> SegmentMeta {
+    SegmentMeta {
+        id: id.into(),
+        node: "n1".into(),
+        tenant: Tenant::default(),
+        signal: Signal::Logs,
+        partition_hour: hour,
+        path: path(hour, id),
+        min_time_ns: hour * H,
+        max_time_ns: hour * H + 1,
+        rows: 1,
+        bytes: 4,
+        index_bytes: 3,
+        flush_lsn: 1,
+        created_at_ns: 0,
+    }
+}
+
+fn put_segment(store: &SegmentStore, rel: &str) {
+    store.put(rel, b"PAR1").unwrap();
+    let bytes =
+        store.put_dir(&index_dir(rel), |d| std::fs::write(d.join("meta.json"), b"{}").map_err(|e| e.to_string()));
+    assert_eq!(bytes.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
+    catalog.migrate().await.unwrap();
+    let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
+    let root = store.root().to_path_buf();
+    let (old, new) = (hour_of(now_ns()) - 48, hour_of(now_ns()));
+
+    let (a, b) = (meta("n1-a", old), meta("n1-b", new));
+    put_segment(&store, &a.path);
+    put_segment(&store, &b.path);
+    assert!(catalog.commit_flush("n1", &[a.clone(), b.clone()], 5).await.unwrap());
+    // Left by crashes: a segment and index without a catalog row, a half-built index, and
+    // another node's uncommitted segment (not ours to remove).
+    put_segment(&store, &path(new, "n1-c"));
+    std::fs::create_dir_all(root.join(format!("{}.tmp", index_dir(&path(new, "n1-d"))))).unwrap();
+    std::fs::write(root.join(format!("{}.tmp/x", index_dir(&path(new, "n1-d")))), b"x").unwrap();
+    put_segment(&store, &path(new, "n2-e"));
+
+    assert_eq!(remove_orphans(&catalog, &store, "n1").await.unwrap(), 3);
+    assert!(!root.join(path(new, "n1-c")).exists() && !root.join(index_dir(&path(new, "n1-c"))).exists());
+    assert!(!root.join(format!("{}.tmp", index_dir(&path(new, "n1-d")))).exists());
+    assert!(root.join(path(new, "n2-e")).exists(), "other nodes' files are left alone");
+    assert!(root.join(&a.path).exists() && root.join(index_dir(&a.path)).join("meta.json").exists());
+
+    let r = apply_retention(&catalog, &store, new * H).await.unwrap();
+    assert_eq!((r.segments, r.bytes, r.paths.clone()), (1, 7, vec![a.path.clone()]));
+    assert!(!root.join(&a.path).exists() && !root.join(index_dir(&a.path)).exists());
+    assert!(!root.join(&a.path).parent().unwrap().exists(), "the emptied partition directory goes too");
+    assert!(root.join(&b.path).exists() && root.join(index_dir(&b.path)).exists());
+    let left = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
+    assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["n1-b"]);
+    // Nothing more to do.
+    assert_eq!(apply_retention(&catalog, &store, new * H).await.unwrap().segments, 0);
+}
+
+#[test]
+fn point_reads_return_exactly_the_rows_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::open(&dir.path().to_string_lossy()).unwrap();
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, false)]));
+    let n = 50_000i64;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("row {i}")))),
+        ],
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(8192))
+        .set_data_page_row_count_limit(1000)
+        .build();
+    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    store.put("t/x.parquet", &bytes).unwrap();
+
+    let rows = [0u64, 1, 2, 999, 1000, 8191, 8192, 30_000, 49_999];
+    for _ in 0..2 {
+        // The second read uses the cached footer.
+        let got = store.read_rows("t/x.parquet", &rows).unwrap();
+        let col = got.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(col.values().iter().map(|v| *v as u64).collect::<Vec<_>>(), rows);
+        assert_eq!(got.column(1).len(), rows.len());
+    }
+    assert!(store.read_rows("t/x.parquet", &[5, 3]).is_err(), "row numbers must ascend");
+    assert!(store.read_rows("t/x.parquet", &[50_000]).is_err(), "past the end");
+    assert_eq!(store.read_rows("t/x.parquet", &[]).unwrap().num_rows(), 0);
+}

@@ -1,0 +1,283 @@
+//! `tracelight bench search`: ingests N spans and N logs of realistic data spread over the last
+//! 24 hours into a server it starts (indexing on, defaults otherwise), restarts it so everything
+//! is in Parquet and the index, then measures trace-by-ID without a time hint, a needle
+//! full-text search against the same needle as a SQL `LIKE` scan, services RED over one hour,
+//! the log ingest rate, and bytes on disk per log record (data and index apart).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bytes::Bytes;
+use clap::Args;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use prost::Message;
+use tonic::transport::Channel;
+use tracelight_collector::grpc::RawCodec;
+use tracelight_collector::synth::{self, Rng};
+
+use crate::bench::{spawn_server, stop_server};
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Spans to ingest.
+    #[arg(long, default_value_t = 10_000_000)]
+    spans: u64,
+    /// Log records to ingest.
+    #[arg(long, default_value_t = 10_000_000)]
+    logs: u64,
+    /// Log records carrying the rare token `zqxneedle`.
+    #[arg(long, default_value_t = 10)]
+    needles: u64,
+    /// Items per export request.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: u64,
+    /// Keep the data directory here (and reuse it, skipping ingest, when it already has data).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+const DAY: u64 = 86_400_000_000_000;
+
+fn now_ns() -> u64 {
+    tracelight_model::time::now_ns() as u64
+}
+
+/// Sends `total` items in `batch`es from `clients` tasks; request `i` covers the slice of the
+/// last 24 hours that its position gives it, so data lands in time order across partitions.
+async fn send(
+    channel: &Channel,
+    path: &'static str,
+    total: u64,
+    a: &SearchArgs,
+    start_ns: u64,
+    make: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync>,
+) -> anyhow::Result<f64> {
+    let requests = total.div_ceil(a.batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.clients {
+        let (ch, next, done, make) = (channel.clone(), next.clone(), done.clone(), make.clone());
+        let batch = a.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(ch);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let t = start_ns + i * (DAY - 60_000_000_000) / requests;
+                let body = make(i, t);
+                loop {
+                    grpc.ready().await?;
+                    let res = grpc
+                        .unary(tonic::Request::new(body.clone()), http::uri::PathAndQuery::from_static(path), RawCodec)
+                        .await;
+                    match res {
+                        Ok(_) => break,
+                        Err(s) if s.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(s) => bail!("export failed: {s}"),
+                    }
+                }
+                let d = done.fetch_add(batch, Ordering::Relaxed) + batch;
+                if d.is_multiple_of(batch * 500) {
+                    eprintln!("  {d} sent, {:.0}/s", d as f64 / started.elapsed().as_secs_f64());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)])
+}
+
+async fn timed_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, serde_json::Value)> {
+    let t = Instant::now();
+    let res = client.get(url).send().await?;
+    let status = res.status();
+    let v: serde_json::Value = res.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {v}");
+    }
+    Ok((t.elapsed().as_secs_f64() * 1000.0, v))
+}
+
+fn bytes_where(p: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                bytes_where(&p, keep)
+            } else if keep(&p) {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
+    let tmp = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("tracelight-bench-search-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&tmp)?;
+    let reuse = tmp.join("data/catalog.db").exists();
+    let sampled = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let mut log_rate = None;
+    let mut span_rate = None;
+    let start_ns = now_ns() - DAY;
+    if !reuse {
+        let server = spawn_server(&tmp)?;
+        let channel = Channel::from_shared(format!("http://{}", server.grpc))?.connect().await?;
+        let (n, k, batch) = (a.logs, a.needles.max(1), a.batch);
+        eprintln!("ingesting {} log records ({} with the needle) over the last 24 h...", a.logs, a.needles);
+        let make_logs: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync> = Arc::new(move |i, t| {
+            let mut req = synth::logs(&mut Rng::new(i + 1), batch as usize, t);
+            for (j, r) in req.resource_logs[0].scope_logs[0].log_records.iter_mut().enumerate() {
+                let g = i * batch + j as u64;
+                if g % (n / k) == 17
+                    && g / (n / k) < k
+                    && let Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) = &mut r.body
+                {
+                    s.push_str(" zqxneedle");
+                }
+            }
+            Bytes::from(req.encode_to_vec())
+        });
+        let path = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+        log_rate = Some(send(&channel, path, a.logs, &a, start_ns, make_logs).await?);
+        eprintln!("ingesting {} spans...", a.spans);
+        let s2 = sampled.clone();
+        let make_spans: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync> = Arc::new(move |i, t| {
+            let req = synth::traces(&mut Rng::new(i + 1_000_000_007), batch as usize, t);
+            if i % 50 == 0 {
+                let id = &req.resource_spans[0].scope_spans[0].spans[0].trace_id;
+                s2.lock().push(id.iter().map(|b| format!("{b:02x}")).collect());
+            }
+            Bytes::from(req.encode_to_vec())
+        });
+        let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+        span_rate = Some(send(&channel, path, a.spans, &a, start_ns, make_spans).await?);
+        eprintln!("restarting so that everything is flushed to Parquet and indexed...");
+        stop_server(server.child)?;
+    } else {
+        eprintln!("reusing the data in {}", tmp.display());
+        for i in (0..a.spans.div_ceil(a.batch)).step_by(50) {
+            let t = 0; // The trace IDs depend on the seed only.
+            let req = synth::traces(&mut Rng::new(i + 1_000_000_007), a.batch as usize, t);
+            let id = &req.resource_spans[0].scope_spans[0].spans[0].trace_id;
+            sampled.lock().push(id.iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+
+    let server = spawn_server(&tmp)?;
+    let api = format!("http://{}", server.http);
+    let client = reqwest::Client::new();
+    let ids = sampled.lock().clone();
+    let ids: Vec<String> = ids.into_iter().take(200).collect();
+    // Warm-up: the first touches open every segment's index once.
+    for id in ids.iter().take(3) {
+        timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
+    }
+    let mut trace_ms = Vec::new();
+    for id in &ids {
+        let (ms, v) = timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
+        if v["spans"].as_array().map_or(0, |s| s.len()) == 0 {
+            bail!("trace {id} came back without spans");
+        }
+        trace_ms.push(ms);
+    }
+    let (t50, t99) = percentiles(trace_ms);
+
+    let needle_url = format!("{api}/api/v1/logs?q=zqxneedle&since=25h&limit=100");
+    let mut needle_ms = Vec::new();
+    let mut found = 0;
+    for _ in 0..21 {
+        let (ms, v) = timed_get(&client, &needle_url).await?;
+        found = v["logs"].as_array().map_or(0, |l| l.len());
+        needle_ms.push(ms);
+    }
+    let (n50, _) = percentiles(needle_ms);
+    if found as u64 != a.needles {
+        bail!("needle search found {found} records, {} were planted", a.needles);
+    }
+
+    let end = now_ns() + 1;
+    let like = serde_json::json!({
+        "sql": "SELECT count(*) FROM logs WHERE body LIKE '%zqxneedle%'",
+        "start": (end - DAY - 3_600_000_000_000).to_string(),
+        "end": end.to_string(),
+    });
+    let mut like_ms = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v: serde_json::Value = client.post(format!("{api}/api/v1/query")).json(&like).send().await?.json().await?;
+        like_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        if v["rows"][0][0].as_u64() != Some(a.needles) {
+            bail!("LIKE scan counted {}, not {}", v["rows"][0][0], a.needles);
+        }
+    }
+    let (l50, _) = percentiles(like_ms);
+
+    let mut red_ms = Vec::new();
+    let mut services = 0;
+    let mut requests = 0;
+    for _ in 0..5 {
+        let (ms, v) = timed_get(&client, &format!("{api}/api/v1/services?window=1h")).await?;
+        services = v["services"].as_array().map_or(0, |s| s.len());
+        requests = v["services"].as_array().map_or(0, |s| s.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum());
+        red_ms.push(ms);
+    }
+    let (r50, _) = percentiles(red_ms);
+    stop_server(server.child)?;
+
+    let logs_dir = tmp.join("data/segments/default/logs");
+    let in_idx = |p: &Path| p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"));
+    let data = bytes_where(&logs_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
+    let index = bytes_where(&logs_dir, &in_idx);
+    let spans_dir = tmp.join("data/segments/default/spans");
+    let span_data = bytes_where(&spans_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
+    let span_index = bytes_where(&spans_dir, &in_idx);
+
+    println!("dataset: {} spans, {} log records over the last 24 h ({} needles)", a.spans, a.logs, a.needles);
+    if let (Some(l), Some(s)) = (log_rate, span_rate) {
+        println!("ingest with indexing on (generator on the same 2 cores): {l:.0} logs/s, {s:.0} spans/s");
+    }
+    println!("trace by ID, no time hint ({} traces, HTTP API): p50 {t50:.1} ms, p99 {t99:.1} ms", ids.len());
+    println!("needle full-text search over all logs: p50 {n50:.1} ms ({found} found)");
+    println!("same needle as SQL LIKE scan: p50 {l50:.0} ms; index / scan = 1 / {:.0}", l50 / n50);
+    println!("services RED over 1 hour ({services} services, {requests} entry spans): p50 {r50:.0} ms");
+    println!(
+        "on disk per log record: {:.1} B data (Parquet) + {:.1} B index (tantivy)",
+        data as f64 / a.logs as f64,
+        index as f64 / a.logs as f64
+    );
+    println!(
+        "on disk per span: {:.1} B data + {:.1} B trace-ID index",
+        span_data as f64 / a.spans as f64,
+        span_index as f64 / a.spans as f64
+    );
+    if a.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
