@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use std::collections::{HashMap, HashSet};
-
 use anyhow::{Context, bail};
 use serde_json::Value;
-use tracelight_model::correlate::{LogList, LogRecord, SpanRecord, TraceDetail, parse_trace_id};
+use tracelight_model::correlate::{LogList, LogRecord, TraceDetail, parse_trace_id, span_tree};
 
 /// Sends SQL to `POST /api/v1/query` and prints a table (or the JSON with `json`).
 pub async fn query(
@@ -203,46 +201,23 @@ pub fn render_trace(t: &TraceDetail) -> String {
     } else {
         out += &format!("trace {} (no spans stored)\n", t.trace_id);
     }
-    let ids: HashSet<&str> = t.spans.iter().map(|s| s.span_id.as_str()).collect();
-    let mut children: HashMap<&str, Vec<&SpanRecord>> = HashMap::new();
-    let mut roots = Vec::new();
-    for s in &t.spans {
-        match s.parent_span_id.as_deref() {
-            Some(p) if ids.contains(p) => children.entry(p).or_default().push(s),
-            _ => roots.push(s),
-        }
-    }
     let start = t.summary.as_ref().map_or(0, |s| s.start_ns);
-    // Iterative depth-first walk: a trace can be deeper than the stack allows for recursion.
-    let mut stack: Vec<(&SpanRecord, String, bool, bool)> =
-        roots.iter().rev().map(|r| (*r, String::new(), true, true)).collect();
-    while let Some((s, prefix, last, is_root)) = stack.pop() {
-        let branch = if is_root {
-            ""
-        } else if last {
-            "└─ "
-        } else {
-            "├─ "
-        };
-        let orphan = if is_root && s.parent_span_id.is_some() { " (parent not received)" } else { "" };
+    for row in span_tree(&t.spans) {
+        let s = &t.spans[row.index];
+        let orphan = if row.orphan { " (parent not received)" } else { "" };
         let status = if s.status_code == "ERROR" {
             format!("  ERROR{}", s.status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())
         } else {
             String::new()
         };
         out += &format!(
-            "{prefix}{branch}{} {}  {}  +{}{status}{orphan}\n",
+            "{}{} {}  {}  +{}{status}{orphan}\n",
+            row.prefix,
             s.service_name,
             s.name,
             duration(s.duration_ns),
             duration(s.start_ns - start),
         );
-        let kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
-        let child_prefix =
-            if is_root { prefix.clone() } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
-        for (i, k) in kids.iter().enumerate().rev() {
-            stack.push((*k, child_prefix.clone(), i == kids.len() - 1, false));
-        }
     }
     if !t.logs.is_empty() {
         out += &format!("logs ({}):\n", t.logs.len());
@@ -314,6 +289,8 @@ pub fn render_table(columns: &[String], rows: &[Vec<String>]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tracelight_model::correlate::SpanRecord;
+
     use super::*;
 
     fn span(id: &str, parent: Option<&str>, service: &str, start: i64, dur: i64) -> SpanRecord {

@@ -180,6 +180,75 @@ pub struct ServiceMap {
     pub stats: ScanStats,
 }
 
+/// One span's place in the tree of its trace, in display order (depth first, children by
+/// start time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRow {
+    /// Index into the spans given to [`span_tree`].
+    pub index: usize,
+    pub depth: usize,
+    /// Box-drawing prefix, e.g. `│  ├─ `.
+    pub prefix: String,
+    /// A span whose parent is not among the spans (not received yet, or dropped).
+    pub orphan: bool,
+}
+
+/// Orders spans as a tree: roots (and orphans) first by start, each followed by its subtree.
+/// Iterative, so a trace deeper than the stack allows still renders.
+pub fn span_tree(spans: &[SpanRecord]) -> Vec<TreeRow> {
+    use std::collections::{HashMap, HashSet};
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        match s.parent_span_id.as_deref() {
+            Some(p) if ids.contains(p) && p != s.span_id => children.entry(p).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    let by_start = |v: &mut Vec<usize>| v.sort_by_key(|i| (spans[*i].start_ns, *i));
+    by_start(&mut roots);
+    for v in children.values_mut() {
+        by_start(v);
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; spans.len()];
+    // (span, prefix for its children, is last child, depth)
+    let mut stack: Vec<(usize, String, bool, usize)> =
+        roots.iter().rev().map(|r| (*r, String::new(), true, 0)).collect();
+    while let Some((i, prefix, last, depth)) = stack.pop() {
+        if std::mem::replace(&mut seen[i], true) {
+            continue; // A cycle of parent IDs: show each span once.
+        }
+        let s = &spans[i];
+        let branch = if depth == 0 {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        out.push(TreeRow {
+            index: i,
+            depth,
+            prefix: format!("{prefix}{branch}"),
+            orphan: depth == 0 && s.parent_span_id.is_some(),
+        });
+        let kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
+        let child_prefix = if depth == 0 { prefix } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        for (k, c) in kids.iter().enumerate().rev() {
+            stack.push((*c, child_prefix.clone(), k == kids.len() - 1, depth + 1));
+        }
+    }
+    // Spans only reachable through a cycle.
+    for (i, done) in seen.iter().enumerate() {
+        if !done {
+            out.push(TreeRow { index: i, depth: 0, prefix: String::new(), orphan: true });
+        }
+    }
+    out
+}
+
 /// Where the next page starts: before `time_ns`, after the `skip` results at exactly
 /// `time_ns` (logs), or after trace `key` at `time_ns` (traces). Opaque to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
