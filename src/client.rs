@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use tracelight_model::correlate::{LogList, LogRecord, TraceDetail, parse_trace_id, span_tree};
+use tracelight_model::time::short_duration as duration;
 
 /// Sends SQL to `POST /api/v1/query` and prints a table (or the JSON with `json`).
 pub async fn query(
@@ -159,15 +160,6 @@ fn urlencode(s: &str) -> String {
 pub fn utc(ns: i64) -> String {
     chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
         .map_or_else(|| ns.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-}
-
-/// `850µs`, `12.3ms`, `1.20s`.
-pub fn duration(ns: i64) -> String {
-    match ns {
-        n if n < 1_000_000 => format!("{}µs", n / 1_000),
-        n if n < 1_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
-        n => format!("{:.2}s", n as f64 / 1e9),
-    }
 }
 
 pub fn render_logs(logs: &[LogRecord]) -> String {

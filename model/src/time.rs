@@ -45,6 +45,15 @@ pub fn partition_dirs(hour: i64) -> (String, String) {
     (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string())
 }
 
+/// A duration in nanoseconds, short: `850µs`, `12.3ms`, `1.20s`.
+pub fn short_duration(ns: i64) -> String {
+    match ns {
+        n if n < 1_000_000 => format!("{}µs", n / 1_000),
+        n if n < 1_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
+        n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

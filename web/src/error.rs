@@ -35,20 +35,26 @@ impl From<QueryError> for AppError {
     }
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             // The caller asked for too much: their query, their 4xx.
             AppError::Timeout(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooCostly(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Internal(detail) => {
-                tracing::error!(%detail, "API request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let AppError::Internal(detail) = &self {
+            tracing::error!(%detail, "API request failed");
+        }
         let mut res = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod search;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(ui::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tracelight_model::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
+use tracelight_model::correlate::{
+    LogList, LogQuery, LogRecord, ServiceMap, SpanLink, SpanRecord, TraceDetail, TraceList, TraceQuery,
+};
 use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryService, Tenant};
 
 use super::*;
@@ -42,14 +44,7 @@ impl QueryService for Fake {
         if trace_id.starts_with("ff") {
             return Err(QueryError::NotFound(format!("no trace {trace_id}")));
         }
-        Ok(TraceDetail {
-            trace_id: trace_id.into(),
-            summary: None,
-            spans: vec![],
-            logs: vec![],
-            exemplars: vec![],
-            stats: Default::default(),
-        })
+        Ok(xss_trace(trace_id))
     }
 
     async fn traces(&self, q: TraceQuery) -> Result<TraceList, QueryError> {
@@ -241,4 +236,114 @@ async fn search_routes_need_the_token() {
         let (status, _) = call(&app, get(uri)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
     }
+}
+
+const XSS: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
+
+fn span(id: &str, parent: Option<&str>, start: i64) -> SpanRecord {
+    SpanRecord {
+        trace_id: "t".into(),
+        span_id: id.into(),
+        parent_span_id: parent.map(String::from),
+        name: format!("op {id} {XSS}"),
+        kind: "SERVER".into(),
+        service_name: format!("svc-{id}{XSS}"),
+        start_ns: start,
+        end_ns: start + 1_000_000,
+        duration_ns: 1_000_000,
+        status_code: if id == "00000000000000c2" { "ERROR".into() } else { "UNSET".into() },
+        status_message: Some(XSS.into()),
+        attributes: [(format!("key{XSS}"), format!("javascript:alert(3){XSS}"))].into_iter().collect(),
+        resource_attributes: Default::default(),
+        scope_name: None,
+        events: vec![],
+        links: vec![SpanLink {
+            trace_id: format!("javascript:{XSS}"),
+            span_id: "x".into(),
+            attributes: Default::default(),
+        }],
+    }
+}
+
+/// A trace whose every name, key, value and body carries script payloads.
+fn xss_trace(trace_id: &str) -> TraceDetail {
+    let spans = vec![
+        span("00000000000000a1", None, 0),
+        span("00000000000000b1", Some("00000000000000a1"), 100),
+        span("00000000000000c2", Some("00000000000000a1"), 50),
+        span("00000000000000d1", Some("00000000000000c2"), 60),
+    ];
+    TraceDetail {
+        trace_id: trace_id.into(),
+        summary: None,
+        spans,
+        logs: vec![LogRecord {
+            time_ns: 5,
+            trace_id: Some(trace_id.into()),
+            span_id: Some("00000000000000c2".into()),
+            severity_number: 17,
+            severity_text: Some(format!("ERROR{XSS}")),
+            body: Some(format!("body {XSS}")),
+            service_name: format!("svc{XSS}"),
+            attributes: Default::default(),
+            resource_attributes: Default::default(),
+        }],
+        exemplars: vec![],
+        stats: Default::default(),
+    }
+}
+
+async fn page(app: &Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let res = app.clone().oneshot(get(uri)).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn the_waterfall_nests_spans_and_escapes_every_payload() {
+    let (app, _) = app(vec![], true);
+    let id = "5b8efff798038103d269b633813fc60c";
+    let (status, headers, html) = page(&app, &format!("/traces/{}", id.to_uppercase())).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    // One row per span, children under their parent by start time: a1, c2, d1, b1.
+    let order: Vec<usize> =
+        ["span-00000000000000a1", "span-00000000000000c2", "span-00000000000000d1", "span-00000000000000b1"]
+            .iter()
+            .map(|id| html.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id} missing")))
+            .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(html.matches("<details class=\"span").count(), 4);
+    assert!(html.contains("<details class=\"span error\" id=\"span-00000000000000c2\""));
+    // No payload survives unescaped, in text or attributes: no element but ours, no way out of
+    // a quoted attribute.
+    assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"));
+    assert!(!html.contains("href=\"javascript"), "links only from well-formed trace IDs");
+    assert!(html.contains("rendered on the server in"));
+    // The log is listed under the trace and under its span.
+    assert_eq!(html.matches("body &#60;script&#62;").count(), 2);
+}
+
+#[tokio::test]
+async fn page_errors_are_pages_with_the_reason() {
+    let (app, _) = app(vec![], true);
+    let (status, headers, html) = page(&app, "/traces/not-a-trace").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(html.contains("32 hexadecimal digits"), "{html}");
+    let (status, _, html) = page(&app, &format!("/traces/{}", "ff".repeat(16))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("no trace ffff"), "{html}");
+    let res = app.clone().oneshot(get("/trace?id=5B8EFFF798038103D269B633813FC60C")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/traces/5b8efff798038103d269b633813fc60c");
+    let (status, _, html) = page(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "the empty state says what to do");
+    let (status, headers, css) = page(&app, "/static/style.css").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/css") && css.contains("prefers-color-scheme"));
 }
