@@ -7,7 +7,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tracelight_model::correlate::{
-    LogList, LogQuery, LogRecord, ServiceMap, SpanLink, SpanRecord, TraceDetail, TraceList, TraceQuery,
+    LogList, LogQuery, LogRecord, ServiceEdge, ServiceMap, ServiceStats, SpanLink, SpanRecord, TraceDetail, TraceList,
+    TraceQuery,
 };
 use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryService, Tenant};
 
@@ -59,7 +60,27 @@ impl QueryService for Fake {
 
     async fn services(&self, tenant: &Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError> {
         *self.1.lock().unwrap() = format!("services {tenant} {}", end_ns - start_ns);
-        Ok(ServiceMap { start_ns, end_ns, services: vec![], edges: vec![], stats: Default::default() })
+        if end_ns - start_ns >= 7 * 86_400 * 1_000_000_000 {
+            return Ok(ServiceMap { start_ns, end_ns, services: vec![], edges: vec![], stats: Default::default() });
+        }
+        let stats = |name: &str, errors: u64| ServiceStats {
+            service: name.into(),
+            requests: 100,
+            rate_per_sec: 1.5,
+            errors,
+            error_ratio: errors as f64 / 100.0,
+            p50_ms: 0.5,
+            p95_ms: 12.25,
+            p99_ms: 80.0,
+        };
+        let front = format!("front{XSS}");
+        Ok(ServiceMap {
+            start_ns,
+            end_ns,
+            services: vec![stats("checkout", 3), stats(&front, 0)],
+            edges: vec![ServiceEdge { parent: front.clone(), child: "checkout".into(), calls: 100, errors: 3 }],
+            stats: Default::default(),
+        })
     }
 }
 
@@ -340,10 +361,33 @@ async fn page_errors_are_pages_with_the_reason() {
     let res = app.clone().oneshot(get("/trace?id=5B8EFFF798038103D269B633813FC60C")).await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()["location"], "/traces/5b8efff798038103d269b633813fc60c");
-    let (status, _, html) = page(&app, "/").await;
+    let (status, _, html) = page(&app, "/?window=7d").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "the empty state says what to do");
+    assert!(html.contains("No spans in the last 7d") && html.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{html}");
+    let (status, _, html) = page(&app, "/?window=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("window"), "{html}");
     let (status, headers, css) = page(&app, "/static/style.css").await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/css") && css.contains("prefers-color-scheme"));
+}
+
+#[tokio::test]
+async fn the_services_page_shows_red_numbers_and_the_map() {
+    let (app, fake) = app(vec![], true);
+    let (status, headers, html) = page(&app, "/?window=6h").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(headers.contains_key("content-security-policy"));
+    assert_eq!(fake.last_call(), format!("services default {}", 6 * 3600 * 1_000_000_000i64));
+    assert!(html.contains("<a href=\"/?window=6h\" class=\"on\">6h</a>"), "the chosen window is marked");
+    assert!(
+        html.contains(
+            "<td>checkout</td><td class=\"num\">100</td><td class=\"num\">1.50</td><td class=\"num err\">3.00%</td>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"num\">500µs</td><td class=\"num\">12.2ms</td><td class=\"num\">80.0ms</td>"));
+    assert_eq!(html.matches("<circle ").count(), 2);
+    assert!(html.contains("class=\"edge failing\"") && html.contains("100 calls, 3 errors"));
+    assert!(!html.contains("<script") && !html.contains("<img"), "service names are escaped: {html}");
 }

@@ -3,6 +3,7 @@
 //! All telemetry text reaches the page through askama's HTML escaping (names, attribute keys and
 //! values, log bodies are attacker-controlled); none is ever put in a URL unchecked.
 
+mod services;
 mod trace;
 
 use std::time::Instant;
@@ -25,7 +26,8 @@ const STYLE: &str = include_str!("../../static/style.css");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(home))
+        .route("/", get(services::page))
+        .route("/open", get(home))
         .route("/trace", get(trace_lookup))
         .route("/traces/{trace_id}", get(trace::page))
         .route("/static/style.css", get(style))
