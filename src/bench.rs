@@ -144,13 +144,20 @@ pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
     }
 }
 
-fn dir_bytes(p: &Path) -> u64 {
+/// Bytes of the files under `p` (recursively) that `keep` accepts.
+pub fn bytes_where(p: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else { return 0 };
     entries
         .flatten()
         .map(|e| {
             let p = e.path();
-            if p.is_dir() { dir_bytes(&p) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }
+            if p.is_dir() {
+                bytes_where(&p, keep)
+            } else if keep(&p) {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            } else {
+                0
+            }
         })
         .sum()
 }
@@ -274,7 +281,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0);
         stop_server(s.child)?;
-        let segments = dir_bytes(&s.dir.join("data/segments"));
+        let segments = bytes_where(&s.dir.join("data/segments"), &|_| true);
         // Index directories are part of this figure; `bench search` reports them apart.
         if ingested > 0.0 {
             println!(

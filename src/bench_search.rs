@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use tracelight_collector::grpc::RawCodec;
 use tracelight_collector::synth::{self, Rng};
 
-use crate::bench::{spawn_server, stop_server};
+use crate::bench::{bytes_where, spawn_server, stop_server};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -115,23 +115,6 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, 
         bail!("{url}: {status} {v}");
     }
     Ok((t.elapsed().as_secs_f64() * 1000.0, v))
-}
-
-fn bytes_where(p: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
-    let Ok(entries) = std::fs::read_dir(p) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                bytes_where(&p, keep)
-            } else if keep(&p) {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            } else {
-                0
-            }
-        })
-        .sum()
 }
 
 pub async fn search(a: SearchArgs) -> anyhow::Result<()> {

@@ -16,7 +16,6 @@ pub async fn query(
     token: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
     let mut body = serde_json::json!({ "sql": sql });
     if let Some(s) = start {
         body["start"] = Value::String(s);
@@ -24,22 +23,7 @@ pub async fn query(
     if let Some(e) = end {
         body["end"] = Value::String(e);
     }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    let mut req = client.post(&url).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach tracelight at {server} (is `tracelight serve` running?)"))?;
-    let status = res.status();
-    let text = res.text().await?;
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer from {url}: {status} {text}"))?;
-    if !status.is_success() {
-        bail!("{}", v["error"].as_str().unwrap_or(&text));
-    }
+    let v: Value = call(server, "/api/v1/query", Some(&body), token).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -67,11 +51,20 @@ pub async fn query(
     Ok(())
 }
 
-/// `GET` an API path and decode the JSON answer; API errors become the error message.
-async fn get_json<T: serde::de::DeserializeOwned>(server: &str, path: &str, token: Option<&str>) -> anyhow::Result<T> {
+/// `GET` an API path, or `POST` `body` to it, and decode the JSON answer; an API error
+/// becomes the error message.
+async fn call<T: serde::de::DeserializeOwned>(
+    server: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> anyhow::Result<T> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    let mut req = client.get(&url);
+    let mut req = match body {
+        Some(b) => client.post(&url).json(b),
+        None => client.get(&url),
+    };
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -106,11 +99,11 @@ pub async fn logs(server: &str, a: &LogsArgs<'_>, token: Option<&str>, json: boo
     pairs.extend(a.cursor.map(|c| ("cursor", c.to_string())));
     let query: String = pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
     if json {
-        let v: Value = get_json(server, &format!("/api/v1/logs?{query}"), token).await?;
+        let v: Value = call(server, &format!("/api/v1/logs?{query}"), None, token).await?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let list: LogList = get_json(server, &format!("/api/v1/logs?{query}"), token).await?;
+    let list: LogList = call(server, &format!("/api/v1/logs?{query}"), None, token).await?;
     print!("{}", render_logs(&list.logs));
     eprintln!(
         "{} record{} in {:.1} ms ({} partitions, {} index segments, {} rows read){}",
@@ -132,11 +125,11 @@ pub async fn logs(server: &str, a: &LogsArgs<'_>, token: Option<&str>, json: boo
 pub async fn trace(server: &str, id: &str, token: Option<&str>, json: bool) -> anyhow::Result<()> {
     let id = parse_trace_id(id).map_err(anyhow::Error::msg)?;
     if json {
-        let v: Value = get_json(server, &format!("/api/v1/traces/{id}"), token).await?;
+        let v: Value = call(server, &format!("/api/v1/traces/{id}"), None, token).await?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let t: TraceDetail = get_json(server, &format!("/api/v1/traces/{id}"), token).await?;
+    let t: TraceDetail = call(server, &format!("/api/v1/traces/{id}"), None, token).await?;
     print!("{}", render_trace(&t));
     eprintln!(
         "found in {:.1} ms ({} partitions, {} index segments, {} rows read)",

@@ -33,9 +33,9 @@ pub struct Column {
 pub struct ScanStats {
     /// Time partitions (tenant/signal/day/hour) that survived pruning.
     pub partitions: u64,
-    /// Parquet segments opened.
+    /// Parquet segments opened by SQL, or segment indexes searched by index lookups.
     pub segments: u64,
-    /// Bytes of those segments (on-disk size).
+    /// On-disk bytes of those segments (of their indexes, for index lookups).
     pub segment_bytes: u64,
     /// Rows read from the in-memory head.
     pub head_rows: u64,
@@ -44,6 +44,17 @@ pub struct ScanStats {
     #[serde(default)]
     pub rows_read: u64,
     pub elapsed_ms: f64,
+}
+
+impl ScanStats {
+    /// Adds what another query part touched (not its elapsed time: parts may overlap).
+    pub fn add(&mut self, other: &ScanStats) {
+        self.partitions += other.partitions;
+        self.segments += other.segments;
+        self.segment_bytes += other.segment_bytes;
+        self.head_rows += other.head_rows;
+        self.rows_read += other.rows_read;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

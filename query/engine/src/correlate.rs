@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tracelight_index::{LogSearch, SearchStats};
+use tracelight_index::LogSearch;
 use tracelight_model::correlate::{
     Cursor, LogList, LogQuery, ServiceEdge, ServiceMap, ServiceStats, SpanRecord, TraceDetail, TraceList, TraceQuery,
     TraceSummary,
@@ -25,25 +25,9 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn add(total: &mut ScanStats, s: &SearchStats) {
-    total.partitions += s.partitions;
-    total.segments += s.segments;
-    total.segment_bytes += s.index_bytes;
-    total.head_rows += s.head_rows;
-    total.rows_read += s.rows_read;
-}
-
-fn add_scan(total: &mut ScanStats, s: &ScanStats) {
-    total.partitions += s.partitions;
-    total.segments += s.segments;
-    total.segment_bytes += s.segment_bytes;
-    total.head_rows += s.head_rows;
-    total.rows_read += s.rows_read;
-}
-
 impl Engine {
-    /// Refuses a page size or a time range past the configured bounds.
-    fn check_window(&self, start_ns: i64, end_ns: i64, limit: usize) -> Result<(), QueryError> {
+    /// Refuses an empty time range or one wider than the configured bound.
+    fn check_range(&self, start_ns: i64, end_ns: i64) -> Result<(), QueryError> {
         if end_ns <= start_ns {
             return Err(QueryError::Invalid(format!(
                 "empty time range: end ({end_ns}) is not after start ({start_ns})"
@@ -57,6 +41,11 @@ impl Engine {
                 humanize(max.as_nanos()),
             )));
         }
+        Ok(())
+    }
+
+    /// Refuses a list page (`limit`) outside 1..=max_page.
+    fn check_limit(&self, limit: usize) -> Result<(), QueryError> {
         if limit == 0 || limit > self.config.max_page {
             return Err(QueryError::Invalid(format!("limit must be between 1 and {}", self.config.max_page)));
         }
@@ -79,7 +68,7 @@ impl Engine {
             .map_err(index_error)?;
         let mut stats = ScanStats::default();
         for (_, s) in [&sp, &lg, &mt] {
-            add(&mut stats, s);
+            stats.add(s);
         }
         let mut spans = records::spans(&sp.0);
         spans.sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.span_id.cmp(&b.span_id)));
@@ -102,7 +91,8 @@ impl Engine {
 
     pub(crate) async fn trace_search(&self, q: TraceQuery) -> Result<TraceList, QueryError> {
         let started = std::time::Instant::now();
-        self.check_window(q.start_ns, q.end_ns, q.limit)?;
+        self.check_range(q.start_ns, q.end_ns)?;
+        self.check_limit(q.limit)?;
         let mut conds = Vec::new();
         if let Some(s) = &q.service {
             conds.push(format!("service_name = {}", lit(s)));
@@ -159,7 +149,7 @@ impl Engine {
             .on_pool(async move { index.trace_rows(&tenant, Signal::Spans, &ids, None, None).await })
             .await?
             .map_err(index_error)?;
-        add(&mut stats, &s);
+        stats.add(&s);
         let mut by_trace: HashMap<String, Vec<SpanRecord>> = HashMap::new();
         for span in records::spans(&batch) {
             by_trace.entry(span.trace_id.clone()).or_default().push(span);
@@ -173,7 +163,8 @@ impl Engine {
     }
 
     pub(crate) async fn log_search(&self, q: LogQuery) -> Result<LogList, QueryError> {
-        self.check_window(q.start_ns, q.end_ns, q.limit)?;
+        self.check_range(q.start_ns, q.end_ns)?;
+        self.check_limit(q.limit)?;
         let mut s = LogSearch {
             q: q.q.clone(),
             services: q.services.clone(),
@@ -205,9 +196,7 @@ impl Engine {
             }
             _ => None,
         };
-        let mut stats = ScanStats::default();
-        add(&mut stats, &st);
-        stats.elapsed_ms = st.elapsed_ms;
+        let stats = st;
         Ok(LogList { logs, next_cursor, stats })
     }
 
@@ -218,7 +207,7 @@ impl Engine {
         end_ns: i64,
     ) -> Result<ServiceMap, QueryError> {
         let started = std::time::Instant::now();
-        self.check_window(start_ns, end_ns, 1)?;
+        self.check_range(start_ns, end_ns)?;
         let range = |sql: String| QueryRequest {
             sql,
             start_ns: Some(start_ns),
@@ -252,7 +241,7 @@ impl Engine {
             .await?;
         let mut stats = ScanStats::default();
         for r in [&red, &all, &edges] {
-            add_scan(&mut stats, &r.stats);
+            stats.add(&r.stats);
         }
         let seconds = (end_ns - start_ns) as f64 / 1e9;
         let ms = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_f64()).map_or(0.0, |ns| ns / 1e6);

@@ -21,7 +21,7 @@ use tantivy::Index;
 use tracelight_model::Signal;
 use tracelight_storage::SegmentIndexer;
 
-pub use search::{IndexSearch, LogSearch, SearchStats};
+pub use search::{IndexSearch, LogSearch};
 
 /// Indexing memory for one segment's index; past it tantivy starts another index segment.
 const BUILD_MEMORY: usize = 96 << 20;

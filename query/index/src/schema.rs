@@ -127,100 +127,90 @@ pub fn add_rows(
         .expect("time column is Timestamp(ns)");
     let service = string_col(batch, "service_name");
     let trace = string_col(batch, "trace_id");
+    let body = string_col(batch, "body");
+    let sev_text = string_col(batch, "severity_text");
+    let sev_num = batch.column_by_name("severity_number").and_then(|c| c.as_any().downcast_ref::<Int32Array>());
+    let attrs = batch.column_by_name("attributes").and_then(|c| c.as_any().downcast_ref::<MapArray>());
+    let exemplars = batch.column_by_name("exemplars").and_then(|c| c.as_any().downcast_ref::<ListArray>());
     let mut added = 0;
-    match signal {
-        Signal::Spans => {
-            for i in 0..batch.num_rows() {
-                let mut doc = TantivyDocument::new();
+    for i in 0..batch.num_rows() {
+        let mut doc = TantivyDocument::new();
+        let indexed = match signal {
+            Signal::Spans => {
                 if let Some(t) = opt(trace, i) {
                     doc.add_text(f.trace_id, t);
                 }
-                if let Some(s) = opt(service, i) {
-                    doc.add_text(f.service, s);
-                }
-                doc.add_i64(f.time, times.value(i));
-                doc.add_u64(f.row, address(i));
-                writer.add_document(doc)?;
-                added += 1;
+                true
             }
-        }
-        Signal::Logs => {
-            let body = string_col(batch, "body");
-            let sev_text = string_col(batch, "severity_text");
-            let sev_num = batch.column_by_name("severity_number").and_then(|c| c.as_any().downcast_ref::<Int32Array>());
-            let attrs = batch.column_by_name("attributes").and_then(|c| c.as_any().downcast_ref::<MapArray>());
-            for i in 0..batch.num_rows() {
-                let mut doc = TantivyDocument::new();
+            Signal::Logs => {
                 if let Some(t) = opt(trace, i) {
                     doc.add_text(f.trace_id, t);
-                }
-                if let Some(s) = opt(service, i) {
-                    doc.add_text(f.service, s);
                 }
                 if let Some(b) = opt(body, i) {
                     doc.add_text(f.body, b);
                 }
-                let number = sev_num.map_or(0, |a| a.value(i));
-                if let Some(sev) = severity_name(number, opt(sev_text, i)) {
+                if let Some(sev) = severity_name(sev_num.map_or(0, |a| a.value(i)), opt(sev_text, i)) {
                     doc.add_text(f.severity, sev);
                 }
-                if let Some(m) = attrs
-                    && m.is_valid(i)
-                {
-                    let entries = m.value(i);
-                    let keys = entries.column(0).as_string::<i32>();
-                    let values = entries.column(1).as_string::<i32>();
-                    let mut object = BTreeMap::new();
-                    for j in 0..keys.len() {
-                        if values.is_valid(j) {
-                            let v = values.value(j);
-                            doc.add_text(f.attr_values, v);
-                            object.insert(keys.value(j).to_string(), OwnedValue::Str(v.to_string()));
-                        }
-                    }
-                    if !object.is_empty() {
-                        doc.add_object(f.attributes, object);
-                    }
+                if let Some(m) = attrs {
+                    add_attributes(&mut doc, f, m, i);
                 }
-                doc.add_i64(f.time, times.value(i));
-                doc.add_u64(f.row, address(i));
-                writer.add_document(doc)?;
-                added += 1;
+                true
             }
-        }
-        Signal::Metrics => {
             // Only points with exemplars that name a trace: the trace page shows them.
-            let ex = batch.column_by_name("exemplars").and_then(|c| c.as_any().downcast_ref::<ListArray>());
-            let Some(ex) = ex else { return Ok(0) };
-            for i in 0..batch.num_rows() {
-                if ex.is_null(i) || ex.value_length(i) == 0 {
-                    continue;
-                }
-                let items = ex.value(i);
-                let items: &StructArray = items.as_struct();
-                let Some(ids) = items.column_by_name("trace_id").and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                else {
-                    continue;
-                };
-                let mut doc = TantivyDocument::new();
-                let mut any = false;
-                for j in 0..ids.len() {
-                    if ids.is_valid(j) {
-                        doc.add_text(f.trace_id, ids.value(j));
-                        any = true;
-                    }
-                }
-                if any {
-                    if let Some(s) = opt(service, i) {
-                        doc.add_text(f.service, s);
-                    }
-                    doc.add_i64(f.time, times.value(i));
-                    doc.add_u64(f.row, address(i));
-                    writer.add_document(doc)?;
-                    added += 1;
-                }
-            }
+            Signal::Metrics => exemplars.is_some_and(|ex| add_exemplar_trace_ids(&mut doc, f, ex, i)),
+        };
+        if !indexed {
+            continue;
         }
+        if let Some(s) = opt(service, i) {
+            doc.add_text(f.service, s);
+        }
+        doc.add_i64(f.time, times.value(i));
+        doc.add_u64(f.row, address(i));
+        writer.add_document(doc)?;
+        added += 1;
     }
     Ok(added)
+}
+
+/// Attribute values as words (`attr_values`) and the attributes as an object (`attributes`).
+fn add_attributes(doc: &mut TantivyDocument, f: &Fields, m: &MapArray, i: usize) {
+    if m.is_null(i) {
+        return;
+    }
+    let entries = m.value(i);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    let mut object = BTreeMap::new();
+    for j in 0..keys.len() {
+        if values.is_valid(j) {
+            let v = values.value(j);
+            doc.add_text(f.attr_values, v);
+            object.insert(keys.value(j).to_string(), OwnedValue::Str(v.to_string()));
+        }
+    }
+    if !object.is_empty() {
+        doc.add_object(f.attributes, object);
+    }
+}
+
+/// The trace IDs of a point's exemplars; false when none names a trace.
+fn add_exemplar_trace_ids(doc: &mut TantivyDocument, f: &Fields, ex: &ListArray, i: usize) -> bool {
+    if ex.is_null(i) || ex.value_length(i) == 0 {
+        return false;
+    }
+    let items = ex.value(i);
+    let items: &StructArray = items.as_struct();
+    let Some(ids) = items.column_by_name("trace_id").and_then(|c| c.as_any().downcast_ref::<StringArray>()) else {
+        return false;
+    };
+    let mut any = false;
+    for j in 0..ids.len() {
+        if ids.is_valid(j) {
+            doc.add_text(f.trace_id, ids.value(j));
+            any = true;
+        }
+    }
+    any
 }

@@ -16,7 +16,7 @@ use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInpu
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Index, Order, ReloadPolicy, Searcher, Term};
 use tracelight_model::time::hour_of;
-use tracelight_model::{Signal, Tenant};
+use tracelight_model::{ScanStats, Signal, Tenant};
 use tracelight_storage::{Catalog, Head, SegmentMeta, SegmentStore, drop_head_overlap, index_dir};
 
 use crate::IndexError;
@@ -44,20 +44,6 @@ pub struct LogSearch {
     /// Leave out the first this-many matches whose time is `end_ns - 1`: they were on the
     /// previous page (see the cursor in the API).
     pub skip_at_end: usize,
-}
-
-/// What a search touched.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchStats {
-    pub partitions: u64,
-    /// Segment indexes searched.
-    pub segments: u64,
-    /// Bytes of those indexes.
-    pub index_bytes: u64,
-    pub head_rows: u64,
-    /// Rows read back from Parquet or the head.
-    pub rows_read: u64,
-    pub elapsed_ms: f64,
 }
 
 /// Where a hit's row lives.
@@ -194,9 +180,9 @@ impl IndexSearch {
     }
 
     /// Log records matching `s`, newest first, at most `s.limit`, in the `logs` schema.
-    pub async fn logs(&self, tenant: &Tenant, s: &LogSearch) -> Result<(RecordBatch, SearchStats), IndexError> {
+    pub async fn logs(&self, tenant: &Tenant, s: &LogSearch) -> Result<(RecordBatch, ScanStats), IndexError> {
         let started = Instant::now();
-        let mut stats = SearchStats::default();
+        let mut stats = ScanStats::default();
         if s.end_ns <= s.start_ns || s.limit == 0 {
             return Ok((RecordBatch::new_empty(Signal::Logs.schema()), stats));
         }
@@ -230,7 +216,7 @@ impl IndexSearch {
             };
             hours.insert(seg.partition_hour);
             stats.segments += 1;
-            stats.index_bytes += seg.index_bytes;
+            stats.segment_bytes += seg.index_bytes;
             let top = searcher
                 .search(query.as_ref(), &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc))?;
             for (t, addr) in top {
@@ -267,7 +253,7 @@ impl IndexSearch {
         segments: &[SegmentMeta],
         hits: &[(i64, Source)],
         head_rows: &HashMap<Source, RecordBatch>,
-        stats: &mut SearchStats,
+        stats: &mut ScanStats,
     ) -> Result<RecordBatch, IndexError> {
         let mut per_segment: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for (_, src) in hits {
@@ -313,9 +299,9 @@ impl IndexSearch {
         trace_ids: &[String],
         start_ns: Option<i64>,
         end_ns: Option<i64>,
-    ) -> Result<(RecordBatch, SearchStats), IndexError> {
+    ) -> Result<(RecordBatch, ScanStats), IndexError> {
         let started = Instant::now();
-        let mut stats = SearchStats::default();
+        let mut stats = ScanStats::default();
         let ids: HashSet<String> = trace_ids.iter().map(|t| t.to_ascii_lowercase()).collect();
         let (h0, h1) = (start_ns.map_or(i64::MIN, hour_of), end_ns.map_or(i64::MAX, |e| hour_of(e.saturating_sub(1))));
         let head = self.head.snapshot(tenant, signal, h0, h1);
@@ -339,7 +325,7 @@ impl IndexSearch {
                 continue;
             };
             stats.segments += 1;
-            stats.index_bytes += seg.index_bytes;
+            stats.segment_bytes += seg.index_bytes;
             let docs = searcher.search(&query, &DocSetCollector)?;
             if docs.is_empty() {
                 continue;
