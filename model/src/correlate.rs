@@ -180,6 +180,88 @@ pub struct ServiceMap {
     pub stats: ScanStats,
 }
 
+/// Matching log records counted per time bucket: bucket `i` is
+/// `[start_ns + i * step_ns, start_ns + (i + 1) * step_ns)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogHistogram {
+    pub start_ns: i64,
+    pub step_ns: i64,
+    pub counts: Vec<u64>,
+    pub total: u64,
+    pub stats: ScanStats,
+}
+
+/// RED numbers of one service's entry spans in one time bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceBucket {
+    pub service: String,
+    /// Index of the bucket from the series' `start_ns`.
+    pub bucket: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Per-service RED numbers over time (buckets without requests are absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSeries {
+    pub start_ns: i64,
+    pub step_ns: i64,
+    pub buckets: Vec<ServiceBucket>,
+    pub stats: ScanStats,
+}
+
+/// One metric stored in a window: what the explorer's picker lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `gauge`, `sum`, `histogram`, `exponential_histogram` or `summary`.
+    pub kind: String,
+    pub unit: String,
+    pub description: String,
+    /// For sums: a counter (only goes up).
+    pub monotonic: bool,
+    pub points: u64,
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricCatalog {
+    pub metrics: Vec<MetricInfo>,
+    pub stats: ScanStats,
+}
+
+/// A chart of one metric: an aggregation per time bucket, one line per value of `group_by`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricQuery {
+    pub name: String,
+    pub aggregation: Option<crate::metrics::Aggregation>,
+    /// An attribute key (of the point, or of the resource; `service.name` for the service).
+    pub group_by: Option<String>,
+    pub service: Option<String>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub step_ns: i64,
+    pub tenant: Option<crate::Tenant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricChart {
+    pub info: MetricInfo,
+    /// The aggregation applied (the default of the kind when none was asked for).
+    pub aggregation: crate::metrics::Aggregation,
+    pub start_ns: i64,
+    pub step_ns: i64,
+    pub series: Vec<crate::metrics::SeriesValues>,
+    /// Attribute keys seen on the points: what the chart can be grouped by.
+    pub attribute_keys: Vec<String>,
+    /// Exemplars in the window that name a trace (histograms carry them).
+    pub exemplars: Vec<ExemplarRef>,
+    pub stats: ScanStats,
+}
+
 /// One span's place in the tree of its trace, in display order (depth first, children by
 /// start time).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +274,9 @@ pub struct TreeRow {
     /// A span whose parent is not among the spans (not received yet, or dropped).
     pub orphan: bool,
 }
+
+/// Depth up to which tree prefixes are drawn.
+pub const MAX_DRAWN_DEPTH: usize = 32;
 
 /// Orders spans as a tree: roots (and orphans) first by start, each followed by its subtree.
 /// Iterative, so a trace deeper than the stack allows still renders.
@@ -235,7 +320,15 @@ pub fn span_tree(spans: &[SpanRecord]) -> Vec<TreeRow> {
             orphan: depth == 0 && s.parent_span_id.is_some(),
         });
         let kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
-        let child_prefix = if depth == 0 { prefix } else { format!("{prefix}{}", if last { "   " } else { "│  " }) };
+        // Past MAX_DRAWN_DEPTH the prefix stops growing (a deep chain would otherwise cost
+        // depth² bytes); the depth is written instead.
+        let child_prefix = if depth == 0 {
+            prefix
+        } else if depth >= MAX_DRAWN_DEPTH {
+            format!("{}[{}] ", prefix.split('[').next().unwrap_or_default(), depth + 1)
+        } else {
+            format!("{prefix}{}", if last { "   " } else { "│  " })
+        };
         for (k, c) in kids.iter().enumerate().rev() {
             stack.push((*c, child_prefix.clone(), k == kids.len() - 1, depth + 1));
         }
@@ -247,6 +340,43 @@ pub fn span_tree(spans: &[SpanRecord]) -> Vec<TreeRow> {
         }
     }
     out
+}
+
+/// Which spans are on the critical path: from the root that ends last, each span's child that
+/// ends last, then the child that ends last before that one started, and so on (what the
+/// parent was waiting on), recursively. Iterative; a cycle of parent IDs cannot loop.
+pub fn critical_path(spans: &[SpanRecord]) -> Vec<bool> {
+    use std::collections::HashMap;
+    let index: HashMap<&str, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        match s.parent_span_id.as_deref().and_then(|p| index.get(p)) {
+            Some(&p) if p != i => children[p].push(i),
+            _ => roots.push(i),
+        }
+    }
+    let mut on = vec![false; spans.len()];
+    let Some(&root) = roots.iter().max_by_key(|i| (spans[**i].end_ns, std::cmp::Reverse(spans[**i].start_ns))) else {
+        return on;
+    };
+    let mut stack = vec![root];
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut on[i], true) {
+            continue;
+        }
+        let kids = &mut children[i];
+        kids.sort_by_key(|c| std::cmp::Reverse(spans[*c].end_ns));
+        let mut t = spans[i].end_ns;
+        for &c in kids.iter() {
+            // A child that outlives its parent (clock skew) counts as ending with it.
+            if spans[c].end_ns.min(spans[i].end_ns) <= t {
+                stack.push(c);
+                t = spans[c].start_ns;
+            }
+        }
+    }
+    on
 }
 
 /// Where the next page starts: before `time_ns`, after the `skip` results at exactly
@@ -317,5 +447,63 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         assert!(Cursor::decode("!!!").is_err());
         assert!(Cursor::decode("aGVsbG8").is_err());
+    }
+
+    fn span(id: &str, parent: Option<&str>, start: i64, end: i64) -> SpanRecord {
+        SpanRecord {
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.map(String::from),
+            name: id.into(),
+            kind: "INTERNAL".into(),
+            service_name: "s".into(),
+            start_ns: start,
+            end_ns: end,
+            duration_ns: end - start,
+            status_code: "UNSET".into(),
+            status_message: None,
+            attributes: Default::default(),
+            resource_attributes: Default::default(),
+            scope_name: None,
+            events: vec![],
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn the_critical_path_follows_what_each_parent_waited_on() {
+        // root 0..100: a 0..30, b 10..60 (overlaps a, ends later), c 65..95; c has c1 70..90.
+        // The path: root, c (ends last), b (ends last before c started), then nothing ends
+        // before b started at 10 except... a ends at 30 > 10, so a is off the path.
+        let spans = vec![
+            span("root", None, 0, 100),
+            span("a", Some("root"), 0, 30),
+            span("b", Some("root"), 10, 60),
+            span("c", Some("root"), 65, 95),
+            span("c1", Some("c"), 70, 90),
+            span("late", Some("c1"), 91, 120),
+        ];
+        let on = critical_path(&spans);
+        let names: Vec<&str> = spans.iter().zip(&on).filter(|(_, on)| **on).map(|(s, _)| s.name.as_str()).collect();
+        assert_eq!(names, vec!["root", "b", "c", "c1", "late"]);
+        // A cycle of parents neither loops nor panics.
+        let cyc = vec![span("x", Some("y"), 0, 10), span("y", Some("x"), 0, 10)];
+        assert_eq!(critical_path(&cyc).len(), 2);
+        assert!(critical_path(&[]).is_empty());
+    }
+
+    #[test]
+    fn deep_chains_keep_prefixes_short() {
+        let ids: Vec<String> = (0..5000).map(|i| format!("{i:016x}")).collect();
+        let spans: Vec<SpanRecord> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| span(id, (i > 0).then(|| ids[i - 1].as_str()), i as i64, 10_000))
+            .collect();
+        let rows = span_tree(&spans);
+        assert_eq!(rows.len(), 5000);
+        assert_eq!(rows[4999].depth, 4999);
+        assert!(rows.iter().all(|r| r.prefix.chars().count() < 4 * MAX_DRAWN_DEPTH), "{}", rows[4999].prefix);
+        assert!(rows[4999].prefix.contains("[4999]"), "{}", rows[4999].prefix);
     }
 }

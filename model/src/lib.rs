@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod correlate;
+pub mod metrics;
 pub mod query;
 pub mod schema;
 pub mod signal;

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
+use crate::correlate::{
+    LogHistogram, LogList, LogQuery, MetricCatalog, MetricChart, MetricQuery, ServiceMap, ServiceSeries, TraceDetail,
+    TraceList, TraceQuery,
+};
 
 /// A read-only SQL query over `spans`, `logs` and `metrics`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -100,4 +103,28 @@ pub trait QueryService: Send + Sync {
 
     /// RED numbers per service and the service-to-service edges over `[start_ns, end_ns)`.
     async fn services(&self, tenant: &crate::Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError>;
+
+    /// Log records matching `query` (its limit and cursor ignored) counted per `step_ns` bucket
+    /// from `query.start_ns`.
+    async fn log_histogram(&self, query: LogQuery, step_ns: i64) -> Result<LogHistogram, QueryError>;
+
+    /// RED numbers of every service per `step_ns` bucket of `[start_ns, end_ns)`.
+    async fn service_series(
+        &self,
+        tenant: &crate::Tenant,
+        start_ns: i64,
+        end_ns: i64,
+        step_ns: i64,
+    ) -> Result<ServiceSeries, QueryError>;
+
+    /// The metrics that have points in `[start_ns, end_ns)`.
+    async fn metric_catalog(
+        &self,
+        tenant: &crate::Tenant,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<MetricCatalog, QueryError>;
+
+    /// One metric aggregated per bucket (see [`crate::metrics::aggregate`]).
+    async fn metric_chart(&self, query: MetricQuery) -> Result<MetricChart, QueryError>;
 }

@@ -21,13 +21,13 @@ use tracelight_model::{QueryError, QueryRequest, ScanStats, Signal, Tenant};
 use crate::{Engine, records};
 
 /// Quotes a string as a SQL literal.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 impl Engine {
     /// Refuses an empty time range or one wider than the configured bound.
-    fn check_range(&self, start_ns: i64, end_ns: i64) -> Result<(), QueryError> {
+    pub(crate) fn check_range(&self, start_ns: i64, end_ns: i64) -> Result<(), QueryError> {
         if end_ns <= start_ns {
             return Err(QueryError::Invalid(format!(
                 "empty time range: end ({end_ns}) is not after start ({start_ns})"
@@ -45,7 +45,7 @@ impl Engine {
     }
 
     /// Refuses a list page (`limit`) outside 1..=max_page.
-    fn check_limit(&self, limit: usize) -> Result<(), QueryError> {
+    pub(crate) fn check_limit(&self, limit: usize) -> Result<(), QueryError> {
         if limit == 0 || limit > self.config.max_page {
             return Err(QueryError::Invalid(format!("limit must be between 1 and {}", self.config.max_page)));
         }
@@ -165,17 +165,8 @@ impl Engine {
     pub(crate) async fn log_search(&self, q: LogQuery) -> Result<LogList, QueryError> {
         self.check_range(q.start_ns, q.end_ns)?;
         self.check_limit(q.limit)?;
-        let mut s = LogSearch {
-            q: q.q.clone(),
-            services: q.services.clone(),
-            severities: q.severities.iter().map(|s| s.to_ascii_uppercase()).collect(),
-            trace_id: q.trace_id.clone(),
-            start_ns: q.start_ns,
-            end_ns: q.end_ns,
-            // One more than asked says whether there is a next page.
-            limit: q.limit + 1,
-            skip_at_end: 0,
-        };
+        // One more than asked says whether there is a next page.
+        let mut s = LogSearch { limit: q.limit + 1, ..index_search(&q) };
         if let Some(c) = &q.cursor {
             s.end_ns = s.end_ns.min(c.time_ns.saturating_add(1));
             s.skip_at_end = c.skip as usize;
@@ -297,6 +288,20 @@ impl Engine {
     }
 }
 
+/// The index search of a log query (no limit, no cursor).
+pub(crate) fn index_search(q: &LogQuery) -> LogSearch {
+    LogSearch {
+        q: q.q.clone(),
+        services: q.services.clone(),
+        severities: q.severities.iter().map(|s| s.to_ascii_uppercase()).collect(),
+        trace_id: q.trace_id.clone(),
+        start_ns: q.start_ns,
+        end_ns: q.end_ns,
+        limit: 0,
+        skip_at_end: 0,
+    }
+}
+
 /// The summary of a trace from its spans; `None` without spans.
 pub fn summarize(trace_id: &str, spans: &[SpanRecord]) -> Option<TraceSummary> {
     let start = spans.iter().map(|s| s.start_ns).min()?;
@@ -316,7 +321,7 @@ pub fn summarize(trace_id: &str, spans: &[SpanRecord]) -> Option<TraceSummary> {
     })
 }
 
-fn index_error(e: tracelight_index::IndexError) -> QueryError {
+pub(crate) fn index_error(e: tracelight_index::IndexError) -> QueryError {
     match e {
         tracelight_index::IndexError::Invalid(m) => QueryError::Invalid(m),
         tracelight_index::IndexError::Internal(m) => QueryError::Internal(m),

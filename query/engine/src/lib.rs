@@ -7,6 +7,7 @@
 //! is cancelled at its timeout.
 
 pub mod correlate;
+pub mod explore;
 pub mod json;
 pub mod records;
 pub mod table;
@@ -22,7 +23,10 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use parking_lot::Mutex;
 use tracelight_index::IndexSearch;
 pub use tracelight_index::SegmentIndexBuilder;
-use tracelight_model::correlate::{LogList, LogQuery, ServiceMap, TraceDetail, TraceList, TraceQuery};
+use tracelight_model::correlate::{
+    LogHistogram, LogList, LogQuery, MetricCatalog, MetricChart, MetricQuery, ServiceMap, ServiceSeries, TraceDetail,
+    TraceList, TraceQuery,
+};
 use tracelight_model::telemetry::{Histogram, LATENCY_BUCKETS, Registry};
 use tracelight_model::{QueryError, QueryRequest, QueryResult, QueryService, ScanStats, Signal, Tenant};
 use tracelight_storage::{Catalog, Head, SegmentStore};
@@ -125,6 +129,11 @@ impl Engine {
     }
 
     async fn run(&self, req: QueryRequest) -> Result<QueryResult, QueryError> {
+        self.run_limited(req, self.config.max_result_rows).await
+    }
+
+    /// Runs a query returning at most `max` rows (the result says when there were more).
+    async fn run_limited(&self, req: QueryRequest, max: usize) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
         let tenant = req.tenant.clone().unwrap_or_default();
         let range = timerange::TimeRange { start_ns: req.start_ns, end_ns: req.end_ns };
@@ -136,7 +145,6 @@ impl Engine {
         let stats = Arc::new(Mutex::new(ScanStats::default()));
         let ctx = self.context(&tenant, range, &stats)?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let max = self.config.max_result_rows;
         let sql = req.sql.clone();
         let work = async move {
             let df = ctx.sql_with_options(&sql, options).await?;
@@ -199,6 +207,28 @@ impl QueryService for Engine {
 
     async fn services(&self, tenant: &Tenant, start_ns: i64, end_ns: i64) -> Result<ServiceMap, QueryError> {
         self.service_map(tenant, start_ns, end_ns).await
+    }
+
+    async fn log_histogram(&self, query: LogQuery, step_ns: i64) -> Result<LogHistogram, QueryError> {
+        self.histogram(query, step_ns).await
+    }
+
+    async fn service_series(
+        &self,
+        tenant: &Tenant,
+        start_ns: i64,
+        end_ns: i64,
+        step_ns: i64,
+    ) -> Result<ServiceSeries, QueryError> {
+        self.red_series(tenant, start_ns, end_ns, step_ns).await
+    }
+
+    async fn metric_catalog(&self, tenant: &Tenant, start_ns: i64, end_ns: i64) -> Result<MetricCatalog, QueryError> {
+        self.catalog_of_metrics(tenant, start_ns, end_ns).await
+    }
+
+    async fn metric_chart(&self, query: MetricQuery) -> Result<MetricChart, QueryError> {
+        self.chart(query).await
     }
 }
 

@@ -11,11 +11,12 @@ use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use tantivy::collector::TopDocs;
 use tantivy::query::Query;
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher};
 use tracelight_model::{Signal, Tenant};
 use tracelight_storage::HeadParts;
 
 use crate::IndexError;
+use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
 
 /// Indexing memory of one generation's writer (tantivy's minimum is 15 MB).
@@ -77,10 +78,51 @@ impl HeadIndex {
         query: &dyn Query,
         limit: usize,
     ) -> Result<Vec<HeadHit>, IndexError> {
+        let mut hits = Vec::new();
+        self.each_searcher(tenant, parts, |generation, searcher, batches| {
+            let top =
+                searcher.search(query, &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
+            for (time_ns, addr) in top {
+                let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                let Some(a) = rows.first(addr.doc_id) else { continue };
+                let (b, r) = ((a >> 32) as usize, (a & 0xffff_ffff) as usize);
+                let Some(batch) = batches.get(b) else { continue };
+                hits.push(HeadHit { time_ns, order: (generation, a), row: batch.slice(r, 1) });
+            }
+            Ok(())
+        })?;
+        Ok(hits)
+    }
+
+    /// Head log records of `tenant` matching `query`, counted per time bucket.
+    pub fn histogram(
+        &self,
+        tenant: &Tenant,
+        parts: &HeadParts,
+        query: &dyn Query,
+        buckets: &TimeBuckets,
+    ) -> Result<Vec<u64>, IndexError> {
+        let mut counts = vec![0; buckets.len];
+        self.each_searcher(tenant, parts, |_, searcher, _| {
+            for (c, n) in counts.iter_mut().zip(searcher.search(query, buckets)?) {
+                *c += n;
+            }
+            Ok(())
+        })?;
+        Ok(counts)
+    }
+
+    /// Brings the index of every live head generation of `tenant` up to date, then calls `f`
+    /// with its generation, searcher and the batches its `row` fast field points into.
+    fn each_searcher(
+        &self,
+        tenant: &Tenant,
+        parts: &HeadParts,
+        mut f: impl FnMut(u64, &Searcher, &[RecordBatch]) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
         let mut gens = self.gens.lock();
         // Generations below the oldest live one have been flushed and committed.
         gens.retain(|(_, g), _| *g >= parts.overlap_from_lsn);
-        let mut hits = Vec::new();
         let mut by_gen: HashMap<u64, Vec<&tracelight_storage::HeadPart>> = HashMap::new();
         for p in &parts.parts {
             by_gen.entry(p.generation).or_default().push(p);
@@ -99,17 +141,8 @@ impl HeadIndex {
                 g.writer.commit()?;
                 g.reader.reload()?;
             }
-            let searcher = g.reader.searcher();
-            let top =
-                searcher.search(query, &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
-            for (time_ns, addr) in top {
-                let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
-                let Some(a) = rows.first(addr.doc_id) else { continue };
-                let (b, r) = ((a >> 32) as usize, (a & 0xffff_ffff) as usize);
-                let Some(batch) = g.batches.get(b) else { continue };
-                hits.push(HeadHit { time_ns, order: (generation, a), row: batch.slice(r, 1) });
-            }
+            f(generation, &g.reader.searcher(), &g.batches)?;
         }
-        Ok(hits)
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! See [`schema`] for what is indexed and how to query it.
 
 pub mod head;
+pub mod histogram;
 pub mod schema;
 pub mod search;
 
@@ -21,6 +22,7 @@ use tantivy::Index;
 use tracelight_model::Signal;
 use tracelight_storage::SegmentIndexer;
 
+pub use histogram::TimeBuckets;
 pub use search::{IndexSearch, LogSearch};
 
 /// Indexing memory for one segment's index; past it tantivy starts another index segment.

@@ -21,6 +21,7 @@ use tracelight_storage::{Catalog, Head, SegmentMeta, SegmentStore, drop_head_ove
 
 use crate::IndexError;
 use crate::head::HeadIndex;
+use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
 
 /// Opened segment indexes kept at most.
@@ -244,6 +245,41 @@ impl IndexSearch {
         let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats)?;
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((batch, stats))
+    }
+
+    /// Log records matching `s` (its `limit` and `skip_at_end` ignored) counted per bucket.
+    /// Every segment in the range is counted: the histogram is exact, not sampled.
+    pub async fn log_histogram(
+        &self,
+        tenant: &Tenant,
+        s: &LogSearch,
+        buckets: &TimeBuckets,
+    ) -> Result<(Vec<u64>, ScanStats), IndexError> {
+        let started = Instant::now();
+        let mut stats = ScanStats::default();
+        if s.end_ns <= s.start_ns || buckets.len == 0 {
+            return Ok((vec![0; buckets.len], stats));
+        }
+        let query = self.log_query(s)?;
+        let (h0, h1) = (hour_of(s.start_ns), hour_of(s.end_ns - 1));
+        let parts = self.head.partitions(tenant, Signal::Logs, h0, h1);
+        let segments =
+            self.segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn).await?;
+        let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
+        stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
+        let mut counts = self.head_index.histogram(tenant, &parts, query.as_ref(), buckets)?;
+        for seg in &segments {
+            let Some(searcher) = self.searcher(seg)? else { continue };
+            hours.insert(seg.partition_hour);
+            stats.segments += 1;
+            stats.segment_bytes += seg.index_bytes;
+            for (c, n) in counts.iter_mut().zip(searcher.search(query.as_ref(), buckets)?) {
+                *c += n;
+            }
+        }
+        stats.partitions = hours.len() as u64;
+        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((counts, stats))
     }
 
     /// Reads the rows of `hits` (in that order) from their segments and the head.

@@ -222,3 +222,25 @@ async fn trace_rows_come_from_head_and_segments() {
     assert_eq!(stats.segments, 1);
     assert_eq!(stats.rows_read, 3);
 }
+
+#[tokio::test]
+async fn histogram_counts_matches_per_bucket_in_head_and_segments() {
+    let mut fx = Fixture::new().await;
+    // Records at 1..=5 ms and 1 005 ms: "payment" matches the first two.
+    fx.put(&DATA[..2]);
+    fx.flusher.flush_once().await.unwrap();
+    fx.put(&DATA[2..]);
+    fx.put(&[("checkout", 1005, 17, "payment retried", &[], 0)]);
+    let buckets = TimeBuckets { start_ns: T0, step_ns: 1_000_000_000, len: 3 };
+    let count = |q: &str| {
+        let s = LogSearch { q: q.into(), ..everything() };
+        let search = &fx.search;
+        async move { search.log_histogram(&Tenant::default(), &s, &buckets).await.unwrap().0 }
+    };
+    assert_eq!(count("payment").await, vec![2, 1, 0]);
+    assert_eq!(count("").await, vec![5, 1, 0]);
+    assert_eq!(count("nothing-matches-this").await, vec![0, 0, 0]);
+    // The window bounds apply: a search from 1 s on sees only the late record.
+    let late = LogSearch { start_ns: T0 + 1_000_000_000, ..everything() };
+    assert_eq!(fx.search.log_histogram(&Tenant::default(), &late, &buckets).await.unwrap().0, vec![0, 1, 0]);
+}

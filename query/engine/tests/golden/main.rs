@@ -8,6 +8,7 @@
 //! Parquet segments, their indexes and the head, and most traces are split across them.
 
 mod dataset;
+mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -286,29 +287,90 @@ async fn engine_services(engine: &Engine) -> String {
     lines.join("\n   ")
 }
 
+/// Half-hour buckets over the three hours.
+const STEP: i64 = HOUR / 2;
+
+async fn engine_histogram(engine: &Engine, params: &str) -> String {
+    let q: LogQuery = log_query(&Params::new(pairs(params))).unwrap();
+    let h = engine.log_histogram(q, STEP).await.unwrap();
+    format!("{} | {:?}", h.total, h.counts)
+}
+
+fn oracle_histogram(data: &Dataset, pred: &LogOracle) -> String {
+    let mut counts = vec![0u64; 6];
+    for l in data.logs.iter().filter(|l| in_window(l.time, 0, 3) && pred(l)) {
+        counts[((l.time - T0) / STEP) as usize] += 1;
+    }
+    format!("{} | {:?}", counts.iter().sum::<u64>(), counts)
+}
+
+/// Per service and half hour: requests, errors, p99 of entry spans.
+async fn engine_series(engine: &Engine) -> String {
+    let s = engine.service_series(&Tenant::default(), T0, T0 + 3 * HOUR, STEP).await.unwrap();
+    let lines: Vec<String> = s
+        .buckets
+        .iter()
+        .map(|b| {
+            format!("{} #{} requests={} errors={} p99={:.3}ms", b.service, b.bucket, b.requests, b.errors, b.p99_ms)
+        })
+        .collect();
+    lines.join("\n   ")
+}
+
+fn oracle_series(data: &Dataset) -> String {
+    let mut per: BTreeMap<(&str, i64), Vec<&S>> = BTreeMap::new();
+    for s in &data.spans {
+        if (s.kind == "SERVER" || s.parent.is_none()) && in_window(s.start, 0, 3) {
+            per.entry((s.service, (s.start - T0) / STEP)).or_default().push(s);
+        }
+    }
+    let lines: Vec<String> = per
+        .into_iter()
+        .map(|((svc, b), spans)| {
+            let mut d: Vec<i64> = spans.iter().map(|s| s.dur).collect();
+            d.sort_unstable();
+            let errors = spans.iter().filter(|s| s.error).count();
+            format!("{svc} #{b} requests={} errors={errors} p99={:.3}ms", spans.len(), percentile(&d, 0.99) / 1e6)
+        })
+        .collect();
+    lines.join("\n   ")
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     engine: Engine,
+    head: Arc<Head>,
+    flusher: Flusher,
+}
+
+impl Fixture {
+    /// An engine over an empty catalog, head and store, with indexing on.
+    async fn empty() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new();
+        let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
+        catalog.migrate().await.unwrap();
+        let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
+        let head = Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30 }, &registry));
+        let flusher = Flusher::new(
+            head.clone(),
+            catalog.clone(),
+            store.clone(),
+            "n1".into(),
+            Duration::from_secs(3600),
+            Box::new(|_| {}),
+            &registry,
+        )
+        .with_indexer(Arc::new(SegmentIndexBuilder));
+        let engine =
+            Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
+        Fixture { _dir: dir, engine, head, flusher }
+    }
 }
 
 async fn load(data: &Dataset) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::new();
-    let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
-    catalog.migrate().await.unwrap();
-    let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
-    let head = Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30 }, &registry));
-    let flusher = Flusher::new(
-        head.clone(),
-        catalog.clone(),
-        store.clone(),
-        "n1".into(),
-        Duration::from_secs(3600),
-        Box::new(|_| {}),
-        &registry,
-    )
-    .with_indexer(Arc::new(SegmentIndexBuilder));
-    let engine = Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
+    let fx = Fixture::empty().await;
+    let (head, flusher) = (&fx.head, &fx.flusher);
     let ctx = DecodeContext { tenant: Tenant::default(), now_ns: T0, limits: ItemLimits::default() };
     let mut lsn = 0;
     for part in 0..3 {
@@ -324,7 +386,7 @@ async fn load(data: &Dataset) -> Fixture {
             flusher.flush_once().await.unwrap();
         }
     }
-    Fixture { _dir: dir, engine }
+    fx
 }
 
 #[tokio::test]
@@ -336,7 +398,9 @@ async fn golden_cases() {
          # Each case: the parameters (as the HTTP API takes them), then `=>` and the answer.\n\
          # logs: total matches over all pages | ids of the newest 7.\n\
          # traces: total matching traces, then the newest 4: id root spans errors duration [services].\n\
-         # services: RED of entry spans per service over the three hours, then the edges.\n\n",
+         # services: RED of entry spans per service over the three hours, then the edges.\n\
+         # histogram: total matches | matches per half hour.\n\
+         # service series: per service and half hour (#bucket), RED numbers of entry spans.\n\n",
     );
     let mut failures = Vec::new();
     let mut check = |case: String, got: String, want: String| {
@@ -358,6 +422,15 @@ async fn golden_cases() {
         "services start=2026-11-01T00:00:00Z&end=2026-11-01T03:00:00Z".into(),
         engine_services(&fx.engine).await,
         oracle_services(&data),
+    );
+    for (params, pred) in log_cases().into_iter().filter(|(p, _)| p.contains(WINDOW)).take(4) {
+        let got = engine_histogram(&fx.engine, &params).await;
+        check(format!("histogram step=30m {params}"), got, oracle_histogram(&data, &pred));
+    }
+    check(
+        "service series step=30m start=2026-11-01T00:00:00Z&end=2026-11-01T03:00:00Z".into(),
+        engine_series(&fx.engine).await,
+        oracle_series(&data),
     );
     assert!(failures.is_empty(), "engine and oracle disagree:\n{}", failures.join("\n"));
 
