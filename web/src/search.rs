@@ -23,6 +23,11 @@ impl Params {
         Params(pairs)
     }
 
+    /// The same parameters without `key`.
+    pub fn without(&self, key: &str) -> Params {
+        Params(self.0.iter().filter(|(k, _)| k != key).cloned().collect())
+    }
+
     /// Refuses parameters outside `known` (and outside `attr.*` when `attrs`).
     pub fn only(&self, known: &[&str], attrs: bool) -> Result<(), AppError> {
         for (k, _) in &self.0 {

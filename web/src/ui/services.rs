@@ -1,5 +1,5 @@
-//! `/` — the services overview: RED numbers of every service over a chosen window, and the
-//! service map (services on a circle, an arrow per parent → child service edge with calls and
+//! `/` — the services overview: RED numbers of every service over a chosen window, a chart of
+//! each over time, and the service map (services on a circle, an arrow per parent → child service edge with calls and
 //! errors), drawn as SVG here.
 
 use std::collections::BTreeMap;
@@ -9,18 +9,25 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use tracelight_model::correlate::ServiceMap;
-use tracelight_model::time::{now_ns, parse_duration};
+use tracelight_model::correlate::{ServiceMap, ServiceSeries};
+use tracelight_model::time::pick_step;
 
-use super::{Clock, PageError, render};
+use super::chart::{Chart, Line};
+use super::{Clock, PageError, RangeView, render, url};
+use crate::AppState;
 use crate::api::authorize;
-use crate::{AppError, AppState};
+use crate::search::Params;
 
-pub const WINDOWS: [&str; 5] = ["15m", "1h", "6h", "24h", "7d"];
 const MAP: f64 = 560.0;
+/// Buckets of the per-service charts.
+const POINTS: i64 = 60;
 
 pub struct ServiceRow {
     pub name: String,
+    /// The fragment of its charts (encoded, as names are attacker-controlled).
+    pub anchor: Option<String>,
+    /// The trace search of this service in the same window.
+    pub traces: String,
     pub requests: u64,
     pub rate: String,
     pub error_ratio: String,
@@ -49,13 +56,21 @@ pub struct Edge {
     pub errors: u64,
 }
 
+/// One service's charts: request rate, error ratio, latency percentiles.
+pub struct ServiceCharts {
+    pub name: String,
+    pub anchor: String,
+    pub rate: Chart,
+    pub errors: Chart,
+    pub latency: Chart,
+}
+
 #[derive(Template)]
 #[template(path = "services.html")]
 pub struct ServicesPage {
-    pub window: String,
-    /// Each preset window and whether it is the one shown.
-    pub windows: Vec<(&'static str, bool)>,
+    pub range: RangeView,
     pub services: Vec<ServiceRow>,
+    pub charts: Vec<ServiceCharts>,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
     pub map_size: String,
@@ -66,12 +81,54 @@ fn ms(v: f64) -> String {
     if v < 1.0 { format!("{:.0}µs", v * 1000.0) } else { format!("{v:.1}ms") }
 }
 
-pub fn build(window: &str, m: &ServiceMap) -> ServicesPage {
+/// Charts of every service with requests, from its per-bucket RED numbers.
+fn charts(m: &ServiceMap, series: &ServiceSeries, end_ns: i64) -> Vec<ServiceCharts> {
+    let n = ((end_ns - series.start_ns + series.step_ns - 1) / series.step_ns).max(0) as usize;
+    let secs = series.step_ns as f64 / 1e9;
+    m.services
+        .iter()
+        .filter(|s| s.requests > 0)
+        .map(|s| {
+            // No request in a bucket is a rate of zero; its error ratio and latency are unknown.
+            let (mut rate, mut errors) = (vec![Some(0.0); n], vec![None; n]);
+            let (mut p50, mut p95, mut p99) = (vec![None; n], vec![None; n], vec![None; n]);
+            for b in series.buckets.iter().filter(|b| b.service == s.service && b.bucket < n) {
+                rate[b.bucket] = Some(b.requests as f64 / secs);
+                errors[b.bucket] = Some(b.errors as f64 / b.requests.max(1) as f64 * 100.0);
+                p50[b.bucket] = Some(b.p50_ms);
+                p95[b.bucket] = Some(b.p95_ms);
+                p99[b.bucket] = Some(b.p99_ms);
+            }
+            let line = |label: &str, values| Line { label: label.to_string(), values };
+            let (start, step) = (series.start_ns, series.step_ns);
+            ServiceCharts {
+                name: s.service.clone(),
+                anchor: super::enc(&s.service),
+                rate: Chart::small("requests/s", start, end_ns)
+                    .lines(start, end_ns, step, &[line("", rate)], &|v| format!("{v:.2}")),
+                errors: Chart::small("error %", start, end_ns)
+                    .lines(start, end_ns, step, &[line("", errors)], &|v| format!("{v:.1}%")),
+                latency: Chart::small("latency", start, end_ns).lines(
+                    start,
+                    end_ns,
+                    step,
+                    &[line("p50", p50), line("p95", p95), line("p99", p99)],
+                    &ms,
+                ),
+            }
+        })
+        .collect()
+}
+
+pub fn build(range: RangeView, m: &ServiceMap, series: &ServiceSeries) -> ServicesPage {
+    let window = range.pairs();
     let services = m
         .services
         .iter()
         .map(|s| ServiceRow {
+            traces: url("/traces", &[&[("service", s.service.as_str())][..], &window].concat()),
             name: s.service.clone(),
+            anchor: (s.requests > 0).then(|| super::enc(&s.service)),
             requests: s.requests,
             rate: if s.rate_per_sec < 0.1 {
                 format!("{:.4}", s.rate_per_sec)
@@ -127,8 +184,8 @@ pub fn build(window: &str, m: &ServiceMap) -> ServicesPage {
     let nodes =
         pos.iter().map(|(name, (x, y))| Node { name: name.to_string(), x: f(*x), y: f(*y), ty: f(y + 44.0) }).collect();
     ServicesPage {
-        window: window.to_string(),
-        windows: WINDOWS.iter().map(|w| (*w, *w == window)).collect(),
+        charts: charts(m, series, range.end_ns),
+        range,
         services,
         nodes,
         edges,
@@ -137,24 +194,25 @@ pub fn build(window: &str, m: &ServiceMap) -> ServicesPage {
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct WindowArg {
-    #[serde(default)]
-    window: Option<String>,
-}
-
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WindowArg>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
     let tenant = authorize(&state, &headers)?;
-    let window = q.window.filter(|w| !w.is_empty()).unwrap_or_else(|| "1h".into());
-    let d = parse_duration(&window).map_err(|e| AppError::BadRequest(format!("window: {e}")))?;
-    let end = now_ns() + 1;
-    let m = state.query.services(&tenant, end - d.as_nanos().min(i64::MAX as u128) as i64, end).await?;
-    let mut page = build(&window, &m);
+    let p = Params::new(pairs);
+    p.only(&["since", "start", "end"], false)?;
+    let range = RangeView::parse(&p, "/", &[])?;
+    let (start, end) = (range.start_ns, range.end_ns);
+    let step = pick_step(end - start, POINTS);
+    // Buckets on round times, so charts of the same window line up.
+    let series_start = start.div_euclid(step) * step;
+    let (m, series) = tokio::try_join!(
+        state.query.services(&tenant, start, end),
+        state.query.service_series(&tenant, series_start, end, step)
+    )?;
+    let mut page = build(range, &m, &series);
     page.render_ms = clock.ms();
     Ok(render(&page))
 }
