@@ -2,7 +2,9 @@
 //! 24 hours into a server it starts (indexing on, defaults otherwise), restarts it so everything
 //! is in Parquet and the index, then measures trace-by-ID without a time hint, a needle
 //! full-text search against the same needle as a SQL `LIKE` scan, services RED over one hour,
-//! the log ingest rate, and bytes on disk per log record (data and index apart).
+//! the log ingest rate, and bytes on disk per log record (data and index apart). It also
+//! plants a trace of 1,000 spans and one of 50,000 and times the UI's pages (server render
+//! time from the page footer, and the whole HTTP round trip).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct SearchArgs {
 }
 
 const DAY: u64 = 86_400_000_000_000;
+/// The planted large traces: (trace ID, spans).
+const BIG: [([u8; 16], u64); 2] = [([0x7e; 16], 1_000), ([0x5f; 16], 50_000)];
 
 fn now_ns() -> u64 {
     tracelight_model::time::now_ns() as u64
@@ -160,6 +164,17 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         });
         let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
         span_rate = Some(send(&channel, path, a.spans, &a, start_ns, make_spans).await?);
+        eprintln!("planting traces of 1,000 and 50,000 spans 30 minutes ago...");
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        for (id, n) in BIG {
+            for first in (0..n).step_by(1000) {
+                let req = synth::big_trace(id, first, 1000.min(n - first), now_ns() - DAY / 48);
+                grpc.ready().await?;
+                let path =
+                    http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+                grpc.unary(tonic::Request::new(Bytes::from(req.encode_to_vec())), path, RawCodec).await?;
+            }
+        }
         eprintln!("restarting so that everything is flushed to Parquet and indexed...");
         stop_server(server.child)?;
     } else {
@@ -231,6 +246,35 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         red_ms.push(ms);
     }
     let (r50, _) = percentiles(red_ms);
+    let mut pages = Vec::new();
+    let big: Vec<String> = BIG.iter().map(|(id, _)| id.iter().map(|b| format!("{b:02x}")).collect()).collect();
+    for (what, path, runs) in [
+        ("home (services, 1 h)", "/".to_string(), 7),
+        ("trace of 1,000 spans", format!("/traces/{}", big[0]), 7),
+        ("trace of 50,000 spans", format!("/traces/{}", big[1]), 3),
+        ("trace search (1 h)", "/traces?since=1h".to_string(), 7),
+        ("log search with histogram (24 h)", "/logs?q=zqxneedle&since=24h".to_string(), 7),
+        ("logs, everything (1 h)", "/logs?since=1h".to_string(), 7),
+    ] {
+        let (mut server_ms, mut total_ms) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let t = Instant::now();
+            let res = client.get(format!("{api}{path}")).send().await?;
+            let status = res.status();
+            let html = res.text().await?;
+            total_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() {
+                bail!("{path}: {status}");
+            }
+            let rendered = html
+                .split("rendered on the server in ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            server_ms.push(rendered.ok_or_else(|| anyhow::anyhow!("{path}: no render time in the footer"))?);
+        }
+        pages.push((what, percentiles(server_ms).0, percentiles(total_ms).0));
+    }
     stop_server(server.child)?;
 
     let logs_dir = tmp.join("data/segments/default/logs");
@@ -249,6 +293,9 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     println!("needle full-text search over all logs: p50 {n50:.1} ms ({found} found)");
     println!("same needle as SQL LIKE scan: p50 {l50:.0} ms; index / scan = 1 / {:.0}", l50 / n50);
     println!("services RED over 1 hour ({services} services, {requests} entry spans): p50 {r50:.0} ms");
+    for (what, server, total) in pages {
+        println!("UI page {what}: p50 {server:.1} ms rendered on the server, {total:.1} ms round trip");
+    }
     println!(
         "on disk per log record: {:.1} B data (Parquet) + {:.1} B index (tantivy)",
         data as f64 / a.logs as f64,

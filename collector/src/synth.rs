@@ -163,6 +163,46 @@ pub fn traces(rng: &mut Rng, spans: usize, start_ns: u64) -> ExportTraceServiceR
     }
 }
 
+/// Spans `first..first + n` of one large trace `trace_id` (span `k`'s parent is `(k - 1) / 8`,
+/// so the trace is an 8-ary tree 1 s long), from services taking turns by depth, starting
+/// at `start_ns`. Sent in several requests, it makes the huge traces the UI must survive.
+pub fn big_trace(trace_id: [u8; 16], first: u64, n: u64, start_ns: u64) -> ExportTraceServiceRequest {
+    let id = |k: u64| (k + 1).to_be_bytes().to_vec();
+    let depth = |mut k: u64| {
+        let mut d = 0;
+        while k > 0 {
+            k = (k - 1) / 8;
+            d += 1;
+        }
+        d
+    };
+    let spans = (first..first + n)
+        .map(|k| {
+            let d = depth(k);
+            let t0 = start_ns + (k % 8) * 1_000_000 + d * 5_000_000;
+            let dur = 1_000_000_000 / (1 + d * 4);
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: id(k),
+                parent_span_id: if k == 0 { vec![] } else { id((k - 1) / 8) },
+                name: format!("step {k}"),
+                kind: if k == 0 { span::SpanKind::Server as i32 } else { span::SpanKind::Internal as i32 },
+                start_time_unix_nano: t0,
+                end_time_unix_nano: t0 + dur,
+                attributes: vec![kv("step", i(k as i64)), kv("depth", i(d as i64))],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(SERVICES[0], 0),
+            scope_spans: vec![ScopeSpans { scope: scope(), spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// A logs request of `records` log records with trace context and a few attributes.
 pub fn logs(rng: &mut Rng, records: usize, start_ns: u64) -> ExportLogsServiceRequest {
     let service = SERVICES[rng.below(SERVICES.len() as u64) as usize];

@@ -705,3 +705,42 @@ fn normalize(html: &str) -> String {
     }
     s
 }
+
+#[tokio::test]
+async fn with_tokens_the_ui_signs_in_with_a_cookie_that_the_api_does_not_take() {
+    let (app, _) = app(vec!["s3cret".into()], true);
+    let (status, _, html) = page(&app, "/").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("<a href=\"/login\">Sign in</a>"), "{html}");
+    let login = |token: &str, next: &str| {
+        Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}&next={next}")))
+            .unwrap()
+    };
+    let res = app.clone().oneshot(login("wrong", "/logs")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(!res.headers().contains_key("set-cookie"));
+    let res = app.clone().oneshot(login("s3cret", "%2Flogs%3Fq%3Dx")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/logs?q=x");
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("tracelight_token=s3cret;")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+    );
+    // Never a redirect off this server.
+    for evil in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example", "%2F%5Cevil.example"] {
+        let res = app.clone().oneshot(login("s3cret", evil)).await.unwrap();
+        assert_eq!(res.headers()["location"], "/", "{evil}");
+    }
+    let with_cookie =
+        |uri: &str| Request::get(uri).header("cookie", "a=b; tracelight_token=s3cret").body(Body::empty()).unwrap();
+    let res = app.clone().oneshot(with_cookie("/?since=1h")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.clone().oneshot(with_cookie("/api/v1/services")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the API wants the header, not the cookie");
+    let res = app.clone().oneshot(get("/logout")).await.unwrap();
+    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+}

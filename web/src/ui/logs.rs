@@ -19,7 +19,6 @@ use tracelight_model::time::{now_ns, pick_step, rfc3339_ms};
 
 use super::chart::Chart;
 use super::{Clock, PageError, RangeView, Stamp, render, url};
-use crate::api::authorize;
 use crate::search::{Params, log_query};
 use crate::{AppError, AppState};
 
@@ -168,7 +167,7 @@ pub async fn page(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let p = Params::new(pairs);
     let form = form_of(&p);
     let range = RangeView::parse(&p, "/logs", &keep(&form))?;
@@ -242,7 +241,7 @@ pub async fn tail(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, AppError> {
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let p = Params::new(pairs);
     let from = match p.get("from") {
         Some(f) => {

@@ -13,7 +13,6 @@ use tracelight_model::time::{pick_step, rfc3339_ms};
 
 use super::chart::{Chart, Line, Point};
 use super::{Clock, PageError, RangeView, render, url};
-use crate::api::authorize;
 use crate::search::Params;
 use crate::{AppError, AppState};
 
@@ -165,7 +164,7 @@ pub async fn page(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let p = Params::new(pairs);
     p.only(&["metric", "agg", "group_by", "service", "filter", "since", "start", "end"], false)?;
     let form = Form {

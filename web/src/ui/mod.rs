@@ -4,6 +4,7 @@
 //! values, log bodies are attacker-controlled); none is ever put in a URL unchecked.
 
 pub mod chart;
+mod login;
 mod logs;
 mod metrics;
 mod services;
@@ -25,7 +26,7 @@ use tracelight_model::time::rfc3339_ms;
 use crate::{AppError, AppState};
 
 /// Scripts, styles and images only from this origin; no inline script or style anywhere.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                        form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 const STYLE: &str = include_str!("../../static/style.css");
@@ -42,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/logs", get(logs::page))
         .route("/logs/tail", get(logs::tail))
         .route("/metrics/explore", get(metrics::page))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", get(login::logout))
         .route("/static/style.css", get(style))
         .route("/static/app.js", get(script))
         .layer(middleware::from_fn(security_headers))
@@ -203,6 +206,7 @@ impl From<tracelight_model::QueryError> for PageError {
 struct ErrorPage {
     title: String,
     reason: String,
+    signin: bool,
     render_ms: String,
 }
 
@@ -215,11 +219,20 @@ impl IntoResponse for PageError {
         let title = match status {
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::BAD_REQUEST => "Bad request",
-            StatusCode::UNAUTHORIZED => "Authentication needed",
+            StatusCode::UNAUTHORIZED => "Sign in first",
             s if s.is_server_error() => "Something went wrong on the server",
             _ => "Cannot show this",
         };
-        let page = ErrorPage { title: title.into(), reason: self.0.to_string(), render_ms: "0.0".into() };
+        let reason = match &self.0 {
+            AppError::Unauthorized => "This server has API tokens: sign in with one to see its pages.".into(),
+            e => e.to_string(),
+        };
+        let page = ErrorPage {
+            title: title.into(),
+            reason,
+            signin: status == StatusCode::UNAUTHORIZED,
+            render_ms: "0.0".into(),
+        };
         (status, render(&page)).into_response()
     }
 }

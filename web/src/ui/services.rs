@@ -15,7 +15,6 @@ use tracelight_model::time::pick_step;
 use super::chart::{Chart, Line};
 use super::{Clock, PageError, RangeView, render, url};
 use crate::AppState;
-use crate::api::authorize;
 use crate::search::Params;
 
 const MAP: f64 = 560.0;
@@ -200,7 +199,7 @@ pub async fn page(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let p = Params::new(pairs);
     p.only(&["since", "start", "end"], false)?;
     let range = RangeView::parse(&p, "/", &[])?;

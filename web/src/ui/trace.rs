@@ -19,7 +19,6 @@ use tracelight_model::correlate::{
 use tracelight_model::time::short_duration as duration;
 
 use super::{Clock, PageError, Stamp, render, url};
-use crate::api::authorize;
 use crate::{AppError, AppState};
 
 pub struct Tick {
@@ -368,7 +367,7 @@ pub async fn page(
     Query(args): Query<TraceArgs>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let id = parse_trace_id(&trace_id).map_err(AppError::BadRequest)?;
     let focus =
         args.focus.filter(|f| !f.is_empty()).map(|f| parse_span_id(&f).map_err(AppError::BadRequest)).transpose()?;

@@ -11,7 +11,6 @@ use tracelight_model::time::short_duration;
 
 use super::chart::{Chart, Point};
 use super::{Clock, PageError, RangeView, Stamp, render};
-use crate::api::authorize;
 use crate::search::{Params, trace_query};
 use crate::{AppError, AppState};
 
@@ -115,7 +114,7 @@ pub async fn page(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    let tenant = authorize(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let raw = Params::new(pairs.clone());
     let attrs = raw.get("attrs").unwrap_or("").to_string();
     let mut api_pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "attrs").collect();
