@@ -10,7 +10,7 @@ use tracelight_model::time::{pick_step, rfc3339_ms};
 /// drawing area leaves room for the axes' labels.
 const WIDE: (f64, f64) = (960.0, 220.0);
 const SMALL: (f64, f64) = (420.0, 170.0);
-const LEFT: f64 = 56.0;
+const LEFT: f64 = 66.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
@@ -93,12 +93,11 @@ fn nice_step(max: f64, n: f64) -> f64 {
     let raw = (max / n).max(f64::MIN_POSITIVE);
     let mag = 10f64.powf(raw.log10().floor());
     let m = raw / mag;
+    // 1, 2, 5: ticks whose labels never need more digits than the step has.
     let nice = if m <= 1.0 {
         1.0
     } else if m <= 2.0 {
         2.0
-    } else if m <= 2.5 {
-        2.5
     } else if m <= 5.0 {
         5.0
     } else {

@@ -67,14 +67,11 @@ fn kind_label(m: &MetricInfo) -> String {
 
 /// A value with the metric's unit (`ms`, `By`, `1` as OTel writes them).
 fn with_unit(v: f64, unit: &str, agg: Aggregation) -> String {
-    let n = if v == 0.0 {
-        "0".to_string()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
+    let n = match v.abs() {
+        0.0 => "0".to_string(),
+        a if a >= 10.0 => format!("{v:.0}"),
+        a if a >= 1.0 => format!("{v:.1}"),
+        _ => format!("{v:.3}"),
     };
     match (agg, unit) {
         (Aggregation::Rate, _) => format!("{n}/s"),
