@@ -30,6 +30,113 @@ pub struct Config {
     pub query: QuerySection,
     pub retention: RetentionSection,
     pub api: Api,
+    pub alerts: AlertsSection,
+    /// SLOs: `[[slo]]` tables (none by default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<SloConfig>,
+    /// Notification channels: `[[notify]]` tables (none by default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// How often SLOs are evaluated and their per-minute counts brought up to date.
+    pub eval_interval: String,
+    /// CIDRs exempt from the SSRF guard (e.g. `127.0.0.1/32` for an on-prem relay).
+    pub allow_destinations: Vec<String>,
+    /// The UI's address as chat links should show it. Empty: `http://` + `listen.http`.
+    pub public_url: String,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection { eval_interval: "30s".into(), allow_destinations: Vec::new(), public_url: String::new() }
+    }
+}
+
+/// One `[[slo]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Letters, digits, `.`, `_`, `-`; unique. Used in URLs and alert identities.
+    pub name: String,
+    pub service: String,
+    /// Percent of good events, e.g. 99.9.
+    pub objective: f64,
+    #[serde(default = "default_slo_window")]
+    pub window: String,
+    pub sli: SliConfig,
+    /// Names of `[[notify]]` channels.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// A window with fewer events reports "insufficient data" and never alerts.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
+    /// Burn-rate rules; empty: the SRE Workbook's four, scaled to the window.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_slo_window() -> String {
+    "30d".into()
+}
+
+fn default_min_events() -> u64 {
+    10
+}
+
+/// `sli = { kind = "error_ratio" | "latency" | "metric_ratio", ... }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SliConfig {
+    pub kind: String,
+    /// SQL condition over `spans` (error_ratio, latency).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// latency: slower than this is bad, e.g. `300ms`.
+    #[serde(default)]
+    pub threshold: Option<String>,
+    /// metric_ratio: counter names of good and of all events.
+    #[serde(default)]
+    pub good: Option<String>,
+    #[serde(default)]
+    pub total: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `page` or `ticket`.
+    pub severity: String,
+    pub long_window: String,
+    pub short_window: String,
+    pub factor: f64,
+}
+
+/// One `[[notify]]` channel. Its URL and secret are never printed (Debug masks them).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub name: String,
+    /// `slack`, `discord`, `webhook` (signed) or `alertmanager`.
+    pub kind: String,
+    pub url: String,
+    /// `webhook`: the signing secret (Standard Webhooks; `whsec_<base64>` or raw text).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &"***")
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +244,9 @@ impl Default for Config {
             query: QuerySection::default(),
             retention: RetentionSection::default(),
             api: Api::default(),
+            alerts: AlertsSection::default(),
+            slo: Vec::new(),
+            notify: Vec::new(),
         }
     }
 }
@@ -250,6 +360,10 @@ impl Config {
         if self.query.max_page == 0 {
             bail!("query.max_page must be positive");
         }
+        if self.eval_interval()?.is_zero() {
+            bail!("alerts.eval_interval must be positive");
+        }
+        self.slo_specs()?;
         if self.ingest.max_request_bytes < 1024 {
             bail!("ingest.max_request_bytes must be at least 1024");
         }
@@ -312,6 +426,130 @@ impl Config {
         let d = humantime::parse_duration(&self.retention.period)
             .with_context(|| format!("retention.period = {:?} is not a duration like 14d", self.retention.period))?;
         Ok((!d.is_zero()).then_some(d))
+    }
+
+    pub fn eval_interval(&self) -> anyhow::Result<Duration> {
+        humantime::parse_duration(&self.alerts.eval_interval).with_context(|| {
+            format!("alerts.eval_interval = {:?} is not a duration like 30s", self.alerts.eval_interval)
+        })
+    }
+
+    /// The SLOs as the evaluator takes them, checked: names, objectives, windows, SLI kinds,
+    /// rules, and that every channel they name exists and is well formed.
+    pub fn slo_specs(&self) -> anyhow::Result<Vec<tracelight_model::slo::SloSpec>> {
+        use tracelight_model::slo::{MINUTE_NS, Rule, Severity, Sli, SloSpec, default_rules};
+        let dur = |what: &str, v: &str| -> anyhow::Result<i64> {
+            let d =
+                humantime::parse_duration(v).with_context(|| format!("{what} = {v:?} is not a duration like 1h"))?;
+            let ns = d.as_nanos().min(i64::MAX as u128) as i64;
+            if ns < MINUTE_NS || ns % MINUTE_NS != 0 {
+                bail!("{what} = {v:?} must be whole minutes");
+            }
+            Ok(ns)
+        };
+        let mut channels = std::collections::BTreeSet::new();
+        for n in &self.notify {
+            let what = format!("notify {:?}", n.name);
+            if !channels.insert(n.name.as_str()) || n.name.is_empty() {
+                bail!("{what}: channel names must be non-empty and unique");
+            }
+            if !["slack", "discord", "webhook", "alertmanager"].contains(&n.kind.as_str()) {
+                bail!("{what}: kind must be slack, discord, webhook or alertmanager, not {:?}", n.kind);
+            }
+            if !(n.url.starts_with("https://") || n.url.starts_with("http://")) {
+                bail!("{what}: url must be an http:// or https:// URL");
+            }
+            match (n.kind.as_str(), &n.secret) {
+                ("webhook", None) => bail!("{what}: a webhook needs a signing secret"),
+                ("webhook", Some(_)) | (_, None) => {}
+                (_, Some(_)) => bail!("{what}: only kind = \"webhook\" takes a secret"),
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for c in &self.slo {
+            let what = format!("slo {:?}", c.name);
+            let name_ok =
+                !c.name.is_empty() && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+            if !name_ok || !names.insert(c.name.as_str()) {
+                bail!("{what}: names must be unique and use only letters, digits, '.', '_' and '-'");
+            }
+            if c.service.is_empty() {
+                bail!("{what}: service is required");
+            }
+            if !(c.objective > 0.0 && c.objective < 100.0) {
+                bail!("{what}: objective is a percentage between 0 and 100 (exclusive), e.g. 99.9");
+            }
+            let window_ns = dur(&format!("{what} window"), &c.window)?;
+            let sli = match c.sli.kind.as_str() {
+                "error_ratio" => Sli::ErrorRatio { filter: c.sli.filter.clone() },
+                "latency" => {
+                    let t = c
+                        .sli
+                        .threshold
+                        .as_deref()
+                        .with_context(|| format!("{what}: a latency SLI needs a threshold"))?;
+                    let d = humantime::parse_duration(t)
+                        .with_context(|| format!("{what}: threshold {t:?} is not a duration"))?;
+                    Sli::Latency { threshold_ns: d.as_nanos() as i64, filter: c.sli.filter.clone() }
+                }
+                "metric_ratio" => match (&c.sli.good, &c.sli.total) {
+                    (Some(g), Some(t)) if !g.is_empty() && !t.is_empty() => {
+                        Sli::MetricRatio { good: g.clone(), total: t.clone() }
+                    }
+                    _ => bail!("{what}: a metric_ratio SLI needs good and total counter names"),
+                },
+                k => bail!("{what}: sli.kind must be error_ratio, latency or metric_ratio, not {k:?}"),
+            };
+            if matches!(sli, Sli::MetricRatio { .. }) && c.sli.filter.is_some() {
+                bail!("{what}: a metric_ratio SLI takes no filter");
+            }
+            let rules = if c.rules.is_empty() {
+                default_rules(window_ns)
+            } else {
+                c.rules
+                    .iter()
+                    .map(|r| {
+                        let severity = match r.severity.as_str() {
+                            "page" => Severity::Page,
+                            "ticket" => Severity::Ticket,
+                            s => bail!("{what}: rule severity must be page or ticket, not {s:?}"),
+                        };
+                        let long_ns = dur(&format!("{what} rule long_window"), &r.long_window)?;
+                        let short_ns = dur(&format!("{what} rule short_window"), &r.short_window)?;
+                        if short_ns >= long_ns || r.factor.is_nan() || r.factor <= 0.0 {
+                            bail!("{what}: a rule's short window must be shorter than its long one, and its factor positive");
+                        }
+                        Ok(Rule { severity, long_ns, short_ns, factor: r.factor })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            for ch in &c.notify {
+                if !channels.contains(ch.as_str()) {
+                    bail!("{what}: notify names channel {ch:?}, which no [[notify]] defines");
+                }
+            }
+            out.push(SloSpec {
+                name: c.name.clone(),
+                service: c.service.clone(),
+                objective: c.objective,
+                window_ns,
+                sli,
+                rules,
+                min_events: c.min_events,
+                notify: c.notify.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The UI's address for links in notifications.
+    pub fn public_url(&self) -> String {
+        if self.alerts.public_url.is_empty() {
+            format!("http://{}", self.listen.http)
+        } else {
+            self.alerts.public_url.trim_end_matches('/').to_string()
+        }
     }
 
     pub fn retention_check_interval(&self) -> anyhow::Result<Duration> {
@@ -449,5 +687,73 @@ mod tests {
         c.wal.max_bytes = c.wal.segment_bytes;
         assert!(c.validate().is_err());
         assert_eq!(Config::default().catalog_url(), "sqlite://./tracelight-data/catalog.db");
+    }
+
+    fn load_text(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, text).unwrap();
+        let c = Config::load(Some(&p), &[], &Overrides::default())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    const SLOS: &str = r#"
+[[slo]]
+name = "checkout-availability"
+service = "checkout"
+objective = 99.9
+window = "28d"
+sli = { kind = "error_ratio", filter = "name = 'POST /checkout'" }
+notify = ["oncall", "relay"]
+
+[[slo]]
+name = "checkout-latency"
+service = "checkout"
+objective = 99
+sli = { kind = "latency", threshold = "300ms" }
+rules = [{ severity = "page", long_window = "1h", short_window = "5m", factor = 10 }]
+
+[[notify]]
+name = "oncall"
+kind = "slack"
+url = "https://hooks.slack.com/services/T0/B0/secretpart"
+
+[[notify]]
+name = "relay"
+kind = "webhook"
+url = "https://relay.example/hook"
+secret = "whsec_c2VjcmV0"
+"#;
+
+    #[test]
+    fn slos_and_channels_parse_and_are_checked() {
+        let c = load_text(SLOS).unwrap();
+        let specs = c.slo_specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        let factors: Vec<f64> = specs[0].rules.iter().map(|r| (r.factor * 1e4).round() / 1e4).collect();
+        assert_eq!(factors, vec![13.44, 5.6, 2.8, 0.9333]);
+        assert_eq!(specs[1].window_ns, 30 * 86_400_000_000_000);
+        assert_eq!(specs[1].rules.len(), 1);
+        assert_eq!(specs[1].sli, tracelight_model::slo::Sli::Latency { threshold_ns: 300_000_000, filter: None });
+        // Secrets never show in Debug output (logs).
+        let debug = format!("{:?}", c.notify);
+        assert!(!debug.contains("secretpart") && !debug.contains("whsec_"), "{debug}");
+        for (change, msg) in [
+            (SLOS.replace("notify = [\"oncall\", \"relay\"]", "notify = [\"pager\"]"), "no [[notify]] defines"),
+            (SLOS.replace("objective = 99.9", "objective = 100"), "objective"),
+            (SLOS.replace("window = \"28d\"", "window = \"90s\""), "whole minutes"),
+            (SLOS.replace("kind = \"latency\", threshold = \"300ms\"", "kind = \"latency\""), "threshold"),
+            (SLOS.replace("kind = \"error_ratio\"", "kind = \"errors\""), "sli.kind"),
+            (SLOS.replace("secret = \"whsec_c2VjcmV0\"", ""), "signing secret"),
+            (SLOS.replace("kind = \"slack\"", "kind = \"pagerduty\""), "kind must be"),
+            (SLOS.replace("url = \"https://hooks", "url = \"ftp://hooks"), "http://"),
+            (SLOS.replace("checkout-latency", "checkout-availability"), "unique"),
+            (SLOS.replace("factor = 10", "factor = 0"), "factor positive"),
+            (SLOS.replace("long_window = \"1h\"", "long_window = \"1m\""), "shorter"),
+        ] {
+            let err = load_text(&change).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(msg), "{msg}: {err}");
+        }
     }
 }

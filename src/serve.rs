@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -11,8 +11,10 @@ use tokio::sync::watch;
 use tracelight_collector::decode::ItemLimits;
 use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
 use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
+use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::{Catalog, Flusher, Head, HeadConfig, SegmentStore};
+use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
 
 use crate::config::Config;
@@ -138,11 +140,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = Bound { otlp_grpc: grpc_l.local_addr()?, otlp_http: http_l.local_addr()?, http: api_l.local_addr()? };
 
     let stopping = Arc::new(AtomicBool::new(false));
+    let channels = config.notify.iter().map(|n| ChannelKind { name: n.name.clone(), kind: n.kind.clone() }).collect();
+    let slos = Arc::new(SloEngine::new(
+        config.slo_specs()?,
+        Some(Arc::new(catalog.clone()) as Arc<dyn SloStore>),
+        engine.clone(),
+        channels,
+        config.public_url(),
+    ));
     let state = AppState {
         query: engine.clone(),
         registry: registry.clone(),
         readiness: Arc::new(Ready { wal: wal.clone(), stopping: stopping.clone() }),
         api_tokens: Arc::new(config.api.tokens.clone()),
+        slos: slos.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     // The flusher stops after the listeners, so its final flush covers every request that was
@@ -162,6 +173,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.retention_check_interval()?,
             until_stop(stop_rx.clone()),
         ));
+    }
+    if !slos.specs().is_empty() {
+        tokio::spawn(evaluate_slos(slos.clone(), config.eval_interval()?, until_stop(stop_rx.clone())));
     }
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
@@ -246,6 +260,19 @@ async fn shutdown_signal() {
 }
 
 /// Deletes expired partitions every `interval` until `stop` resolves.
+/// Evaluates the SLOs every `every` until `stop`.
+async fn evaluate_slos(slos: Arc<SloEngine>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => slos.tick(tracelight_model::time::now_ns()).await,
+        }
+    }
+}
+
 async fn retention(
     catalog: Catalog,
     store: SegmentStore,

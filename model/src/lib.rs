@@ -18,6 +18,7 @@ pub mod query;
 pub mod schema;
 pub mod signal;
 pub mod sink;
+pub mod slo;
 pub mod telemetry;
 pub mod time;
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod search;
+pub mod slo;
 pub mod ui;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Bearer tokens for `/api/`; empty means no authentication.
     pub api_tokens: Arc<Vec<String>>,
+    /// The configured SLOs and their latest evaluation.
+    pub slos: Arc<slo::SloEngine>,
 }
 
 /// The router for port 4319.
@@ -41,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/traces/{trace_id}", get(search::trace))
         .route("/api/v1/logs", get(search::logs))
         .route("/api/v1/services", get(search::services))
+        .route("/api/v1/slos", get(slo::list))
+        .route("/api/v1/slos/{name}", get(slo::one))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

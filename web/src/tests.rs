@@ -212,6 +212,7 @@ fn app(tokens: Vec<String>, ready: bool) -> (Router, Arc<Fake>) {
         registry: Registry::new(),
         readiness: Arc::new(Ready(ready)),
         api_tokens: Arc::new(tokens),
+        slos: Arc::new(slo::SloEngine::none(fake.clone())),
     };
     (router(state), fake)
 }

@@ -6,12 +6,15 @@
 //! `migrations/postgres/`, compiled into the binary and applied at start-up and by
 //! `tracelight migrate`. A migration that changed after it was applied is refused.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, raw_sql};
+
+use tracelight_model::slo::{MinuteCounts, Notification, SloStore, StoreError};
 use tracelight_model::{Signal, Tenant};
 
 use crate::error::StorageError;
@@ -34,7 +37,8 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_segments"), migration!(2, "0002_segment_index")];
+const MIGRATIONS: &[Migration] =
+    &[migration!(1, "0001_segments"), migration!(2, "0002_segment_index"), migration!(3, "0003_slo")];
 
 /// One Parquet file as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +309,145 @@ impl Catalog {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+fn store_err(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("catalog: {what}: {e}"))
+}
+
+#[async_trait::async_trait]
+impl SloStore for Catalog {
+    async fn slo_build(&self, slo: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("SELECT fingerprint, built_through_minute FROM slo_builds WHERE slo = $1")
+                .bind(slo).fetch_optional(pool).await.map_err(store_err("read SLO build"))?
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        }))
+    }
+
+    async fn slo_reset(&self, slo: &str, fingerprint: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(store_err("begin SLO reset"))?;
+            sqlx::query("DELETE FROM slo_minutes WHERE slo = $1").bind(slo).execute(&mut *tx).await
+                .map_err(store_err("forget SLO counts"))?;
+            sqlx::query(
+                "INSERT INTO slo_builds (slo, fingerprint, built_through_minute) VALUES ($1, $2, 0)
+                 ON CONFLICT (slo) DO UPDATE SET fingerprint = excluded.fingerprint, built_through_minute = 0",
+            )
+            .bind(slo).bind(fingerprint).execute(&mut *tx).await.map_err(store_err("reset SLO build"))?;
+            tx.commit().await.map_err(store_err("commit SLO reset"))?;
+        });
+        Ok(())
+    }
+
+    async fn slo_put(&self, slo: &str, minutes: &[MinuteCounts], built_through_minute: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(store_err("begin SLO counts"))?;
+            for m in minutes {
+                sqlx::query(
+                    "INSERT INTO slo_minutes (slo, minute, good, total) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (slo, minute) DO UPDATE SET good = excluded.good, total = excluded.total",
+                )
+                .bind(slo).bind(m.minute).bind(m.good as i64).bind(m.total as i64)
+                .execute(&mut *tx).await.map_err(store_err("write SLO counts"))?;
+            }
+            sqlx::query("UPDATE slo_builds SET built_through_minute = $2 WHERE slo = $1")
+                .bind(slo).bind(built_through_minute).execute(&mut *tx).await
+                .map_err(store_err("move SLO build mark"))?;
+            tx.commit().await.map_err(store_err("commit SLO counts"))?;
+        });
+        Ok(())
+    }
+
+    async fn slo_minutes(&self, slo: &str, from_minute: i64) -> Result<Vec<MinuteCounts>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("SELECT minute, good, total FROM slo_minutes WHERE slo = $1 AND minute >= $2 ORDER BY minute")
+                .bind(slo).bind(from_minute).fetch_all(pool).await.map_err(store_err("read SLO counts"))?
+                .into_iter()
+                .map(|r| MinuteCounts { minute: r.get(0), good: r.get::<i64, _>(1) as u64, total: r.get::<i64, _>(2) as u64 })
+                .collect()
+        }))
+    }
+
+    async fn alert_states(&self, slo: &str) -> Result<BTreeMap<String, (String, i64)>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("SELECT alert_key, state, since_ns FROM alert_states WHERE slo = $1")
+                .bind(slo).fetch_all(pool).await.map_err(store_err("read alert states"))?
+                .into_iter()
+                .map(|r| (r.get::<String, _>(0), (r.get::<String, _>(1), r.get::<i64, _>(2))))
+                .collect()
+        }))
+    }
+
+    async fn alert_transition(
+        &self,
+        slo: &str,
+        alert_key: &str,
+        state: &str,
+        since_ns: i64,
+        notifications: &[Notification],
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(store_err("begin alert transition"))?;
+            sqlx::query(
+                "INSERT INTO alert_states (alert_key, slo, state, since_ns) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (alert_key) DO UPDATE SET state = excluded.state, since_ns = excluded.since_ns",
+            )
+            .bind(alert_key).bind(slo).bind(state).bind(since_ns)
+            .execute(&mut *tx).await.map_err(store_err("record alert state"))?;
+            for n in notifications {
+                sqlx::query(
+                    "INSERT INTO notify_outbox (id, alert_key, channel, state, payload, created_at_ns, attempts, next_attempt_ns)
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&n.id).bind(&n.alert_key).bind(&n.channel).bind(&n.state).bind(&n.payload)
+                .bind(n.created_at_ns).bind(n.next_attempt_ns)
+                .execute(&mut *tx).await.map_err(store_err("queue notification"))?;
+            }
+            tx.commit().await.map_err(store_err("commit alert transition"))?;
+        });
+        Ok(())
+    }
+
+    async fn due_notifications(&self, now_ns: i64, limit: usize) -> Result<Vec<Notification>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query(
+                "SELECT id, alert_key, channel, state, payload, created_at_ns, attempts, next_attempt_ns
+                 FROM notify_outbox WHERE delivered_at_ns IS NULL AND next_attempt_ns <= $1
+                 ORDER BY created_at_ns, id LIMIT $2",
+            )
+            .bind(now_ns).bind(limit as i64).fetch_all(pool).await.map_err(store_err("read outbox"))?
+            .into_iter()
+            .map(|r| Notification {
+                id: r.get(0),
+                alert_key: r.get(1),
+                channel: r.get(2),
+                state: r.get(3),
+                payload: r.get(4),
+                created_at_ns: r.get(5),
+                attempts: r.get::<i64, _>(6) as u32,
+                next_attempt_ns: r.get(7),
+            })
+            .collect()
+        }))
+    }
+
+    async fn mark_delivered(&self, id: &str, now_ns: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE notify_outbox SET delivered_at_ns = $2, last_error = NULL WHERE id = $1")
+                .bind(id).bind(now_ns).execute(pool).await.map_err(store_err("mark delivered"))?;
+        });
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: &str, attempts: u32, next_attempt_ns: i64, error: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE notify_outbox SET attempts = $2, next_attempt_ns = $3, last_error = $4 WHERE id = $1")
+                .bind(id).bind(attempts as i64).bind(next_attempt_ns).bind(error)
+                .execute(pool).await.map_err(store_err("mark failed"))?;
+        });
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod dataset;
 mod metrics;
+mod slo;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

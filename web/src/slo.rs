@@ -1,0 +1,429 @@
+//! SLO evaluation: per-minute SLI counts kept up to date in the catalog, burn rates and alert
+//! states computed from them (the math is [`tracelight_model::slo`]), state changes recorded
+//! with their notifications queued in the same transaction, and `GET /api/v1/slos[/{name}]`.
+//!
+//! Counts are built by SQL over the stored spans (or by the counters' rates for
+//! `metric_ratio`), one day per query, from where the last build stopped; the last
+//! [`REROLL_MINUTES`] are counted again on every tick so late data is included. When an SLO's
+//! definition changes, its counts are rebuilt from the stored data. Evaluating a 30-day window
+//! reads at most 43,200 rows of counts, never the spans.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use tracelight_model::correlate::MetricQuery;
+use tracelight_model::metrics::Aggregation;
+use tracelight_model::slo::{
+    MINUTE_NS, MinuteCounts, Notification, RuleState, RuleStatus, Sli, SloSpec, SloStatus, SloStore, evaluate,
+    window_label,
+};
+use tracelight_model::{QueryRequest, QueryService, Tenant};
+
+use crate::api::authorize;
+use crate::{AppError, AppState};
+
+/// Minutes counted again on every tick, for spans that arrive late.
+pub const REROLL_MINUTES: i64 = 10;
+/// Minutes per counting query.
+const CHUNK_MINUTES: i64 = 1440;
+/// The longest burn-rate window: counts are kept at least this far back.
+const LONGEST_BURN_NS: i64 = 3 * 86_400_000_000_000;
+
+/// A notification channel as the evaluator needs it (the URL and secret stay with delivery).
+#[derive(Debug, Clone)]
+pub struct ChannelKind {
+    pub name: String,
+    pub kind: String,
+}
+
+/// Quotes a SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub struct SloEngine {
+    specs: Vec<SloSpec>,
+    store: Option<Arc<dyn SloStore>>,
+    query: Arc<dyn QueryService>,
+    channels: Vec<ChannelKind>,
+    public_url: String,
+    latest: RwLock<BTreeMap<String, SloStatus>>,
+    /// The last error of each SLO's counting or evaluation, shown with its status.
+    errors: RwLock<BTreeMap<String, String>>,
+}
+
+impl SloEngine {
+    pub fn new(
+        specs: Vec<SloSpec>,
+        store: Option<Arc<dyn SloStore>>,
+        query: Arc<dyn QueryService>,
+        channels: Vec<ChannelKind>,
+        public_url: String,
+    ) -> SloEngine {
+        SloEngine { specs, store, query, channels, public_url, latest: RwLock::default(), errors: RwLock::default() }
+    }
+
+    /// An engine without SLOs (tests, and servers that declare none).
+    pub fn none(query: Arc<dyn QueryService>) -> SloEngine {
+        SloEngine::new(Vec::new(), None, query, Vec::new(), String::new())
+    }
+
+    pub fn specs(&self) -> &[SloSpec] {
+        &self.specs
+    }
+
+    pub fn status(&self, name: &str) -> Option<SloStatus> {
+        self.latest.read().get(name).cloned()
+    }
+
+    pub fn error(&self, name: &str) -> Option<String> {
+        self.errors.read().get(name).cloned()
+    }
+
+    /// Brings every SLO's counts up to date and evaluates it at `now_ns`.
+    pub async fn tick(&self, now_ns: i64) {
+        for spec in &self.specs {
+            match self.tick_one(spec, now_ns).await {
+                Ok(status) => {
+                    self.errors.write().remove(&spec.name);
+                    self.latest.write().insert(spec.name.clone(), status);
+                }
+                Err(e) => {
+                    tracing::warn!(slo = %spec.name, error = %e, "SLO evaluation failed");
+                    self.errors.write().insert(spec.name.clone(), e);
+                }
+            }
+        }
+    }
+
+    fn store(&self) -> Result<&Arc<dyn SloStore>, String> {
+        self.store.as_ref().ok_or_else(|| "no catalog to keep SLO counts in".to_string())
+    }
+
+    /// How far back counts are kept for `spec`, in minutes before `now`.
+    fn keep_minutes(spec: &SloSpec) -> i64 {
+        spec.window_ns.max(LONGEST_BURN_NS) / MINUTE_NS
+    }
+
+    async fn tick_one(&self, spec: &SloSpec, now_ns: i64) -> Result<SloStatus, String> {
+        self.count(spec, now_ns).await?;
+        let store = self.store()?;
+        let now_minute = now_ns.div_euclid(MINUTE_NS);
+        let minutes =
+            store.slo_minutes(&spec.name, now_minute - Self::keep_minutes(spec)).await.map_err(|e| e.to_string())?;
+        let status = evaluate(spec, &minutes, now_ns);
+        self.transitions(spec, &status, now_ns).await?;
+        Ok(status)
+    }
+
+    /// Counts the minutes not counted yet (and the last few again); rebuilds all of them when
+    /// the definition changed.
+    pub async fn count(&self, spec: &SloSpec, now_ns: i64) -> Result<(), String> {
+        let store = self.store()?;
+        let fingerprint = spec.fingerprint();
+        let now_minute = now_ns.div_euclid(MINUTE_NS);
+        let oldest = now_minute - Self::keep_minutes(spec);
+        let built = match store.slo_build(&spec.name).await.map_err(|e| e.to_string())? {
+            Some((f, through)) if f == fingerprint => through,
+            _ => {
+                store.slo_reset(&spec.name, &fingerprint).await.map_err(|e| e.to_string())?;
+                0
+            }
+        };
+        let mut from = (built - REROLL_MINUTES).max(oldest);
+        while from < now_minute {
+            let to = (from + CHUNK_MINUTES).min(now_minute);
+            let counts = self.count_range(spec, from, to).await?;
+            store.slo_put(&spec.name, &counts, to).await.map_err(|e| e.to_string())?;
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// Good and total events per minute in `[from, to)` (Unix minutes).
+    async fn count_range(&self, spec: &SloSpec, from: i64, to: i64) -> Result<Vec<MinuteCounts>, String> {
+        let (start_ns, end_ns) = (from * MINUTE_NS, to * MINUTE_NS);
+        let (bad, filter) = match &spec.sli {
+            Sli::ErrorRatio { filter } => ("status_code = 'ERROR'".to_string(), filter),
+            Sli::Latency { threshold_ns, filter } => (format!("duration_ns > {threshold_ns}"), filter),
+            Sli::MetricRatio { good, total } => return self.count_counters(spec, good, total, from, to).await,
+        };
+        let filter = filter.as_deref().map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let minute = format!("CAST(start_time AS BIGINT) / {MINUTE_NS}");
+        let sql = format!(
+            "SELECT {minute} AS minute, count(*) AS total, sum(CASE WHEN {bad} THEN 0 ELSE 1 END) AS good
+             FROM spans WHERE service_name = {}{filter} GROUP BY {minute}",
+            lit(&spec.service)
+        );
+        let req = QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(Tenant::default()) };
+        let r = self.query.sql(req).await.map_err(|e| format!("counting {}: {e}", spec.name))?;
+        Ok(r.rows
+            .iter()
+            .filter_map(|row| {
+                Some(MinuteCounts {
+                    minute: row.first()?.as_i64()?,
+                    total: row.get(1)?.as_u64()?,
+                    good: row.get(2)?.as_u64().unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    /// `metric_ratio`: the increase of the good and the total counter per minute (their rates
+    /// × 60, resets handled by the metrics math).
+    async fn count_counters(
+        &self,
+        spec: &SloSpec,
+        good: &str,
+        total: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<MinuteCounts>, String> {
+        let increase = |name: &str| {
+            let name = name.to_string();
+            let q = MetricQuery {
+                name: name.clone(),
+                aggregation: Some(Aggregation::Rate),
+                group_by: None,
+                service: Some(spec.service.clone()),
+                start_ns: from * MINUTE_NS,
+                end_ns: to * MINUTE_NS,
+                step_ns: MINUTE_NS,
+                tenant: Some(Tenant::default()),
+            };
+            let query = self.query.clone();
+            async move {
+                match query.metric_chart(q).await {
+                    Ok(c) => Ok(c.series.first().map(|s| s.values.clone()).unwrap_or_default()),
+                    Err(tracelight_model::QueryError::NotFound(_)) => Ok(Vec::new()),
+                    Err(e) => Err(format!("counting {name}: {e}")),
+                }
+            }
+        };
+        let (g, t) = (increase(good).await?, increase(total).await?);
+        Ok((0..(to - from) as usize)
+            .filter_map(|i| {
+                let total = t.get(i).copied().flatten()?;
+                let total = (total * 60.0).round().max(0.0) as u64;
+                let good = g.get(i).copied().flatten().map_or(0, |v| (v * 60.0).round().max(0.0) as u64).min(total);
+                (total > 0).then_some(MinuteCounts { minute: from + i as i64, good, total })
+            })
+            .collect())
+    }
+
+    /// Records rule state changes and queues one notification per channel for each.
+    /// A rule without enough data keeps its last state: no page on thin traffic, no flapping.
+    async fn transitions(&self, spec: &SloSpec, status: &SloStatus, now_ns: i64) -> Result<(), String> {
+        let store = self.store()?;
+        let states = store.alert_states(&spec.name).await.map_err(|e| e.to_string())?;
+        for rule in &status.alerts {
+            let key = alert_key(&spec.name, rule);
+            let (prev, prev_since) = states.get(&key).cloned().unwrap_or_else(|| ("ok".to_string(), 0));
+            let next = match rule.state {
+                RuleState::Firing => "firing",
+                RuleState::Ok => "ok",
+                RuleState::InsufficientData => prev.as_str(),
+            };
+            if next == prev {
+                continue;
+            }
+            let state = if next == "firing" { "firing" } else { "resolved" };
+            let fired_at = if next == "firing" { now_ns } else { prev_since };
+            let notifications: Vec<Notification> = spec
+                .notify
+                .iter()
+                .filter_map(|name| self.channels.iter().find(|c| &c.name == name))
+                .map(|ch| Notification {
+                    id: format!("{key}:{state}:{now_ns}:{}", ch.name),
+                    alert_key: key.clone(),
+                    channel: ch.name.clone(),
+                    state: state.to_string(),
+                    payload: payload(
+                        &ch.kind,
+                        &Alert {
+                            spec,
+                            status,
+                            rule,
+                            state,
+                            fired_at_ns: fired_at,
+                            now_ns,
+                            url: &self.slo_url(&spec.name),
+                        },
+                    )
+                    .to_string(),
+                    created_at_ns: now_ns,
+                    attempts: 0,
+                    next_attempt_ns: now_ns,
+                })
+                .collect();
+            tracing::info!(slo = %spec.name, alert = %key, %state, "SLO alert changed state");
+            store.alert_transition(&spec.name, &key, next, now_ns, &notifications).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn slo_url(&self, name: &str) -> String {
+        format!("{}/slos/{}", self.public_url, crate::ui::enc(name))
+    }
+}
+
+/// An alert's identity: the SLO and the rule (severity and windows).
+pub fn alert_key(slo: &str, rule: &RuleStatus) -> String {
+    format!("{slo}/{}/{}/{}", rule.severity.as_str(), rule.long_window, rule.short_window)
+}
+
+/// What a notification says.
+pub struct Alert<'a> {
+    pub spec: &'a SloSpec,
+    pub status: &'a SloStatus,
+    pub rule: &'a RuleStatus,
+    /// `firing` or `resolved`.
+    pub state: &'a str,
+    pub fired_at_ns: i64,
+    pub now_ns: i64,
+    pub url: &'a str,
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "insufficient data".to_string(), |b| format!("{b:.2}×"))
+}
+
+impl Alert<'_> {
+    /// One line for chat: SLO, severity, both burn rates, budget consumed.
+    pub fn text(&self) -> String {
+        let consumed =
+            self.status.budget_remaining.map_or_else(|| "unknown".into(), |r| format!("{:.1}%", (1.0 - r) * 100.0));
+        let head = if self.state == "firing" {
+            format!(
+                "[{}] SLO {} is burning its error budget",
+                self.rule.severity.as_str().to_uppercase(),
+                self.spec.name
+            )
+        } else {
+            format!("[RESOLVED] SLO {} is no longer burning fast", self.spec.name)
+        };
+        format!(
+            "{head}: {} over {} and {} over {} (threshold {:.2}×); {consumed} of the {} budget consumed (objective {}%, service {}).",
+            rate(self.rule.long_burn),
+            self.rule.long_window,
+            rate(self.rule.short_burn),
+            self.rule.short_window,
+            self.rule.factor,
+            window_label(self.spec.window_ns),
+            self.spec.objective,
+            self.spec.service,
+        )
+    }
+
+    fn details(&self) -> Value {
+        json!({
+            "slo": self.spec.name,
+            "service": self.spec.service,
+            "severity": self.rule.severity.as_str(),
+            "state": self.state,
+            "objective": self.spec.objective,
+            "window": window_label(self.spec.window_ns),
+            "long_window": self.rule.long_window,
+            "short_window": self.rule.short_window,
+            "factor": self.rule.factor,
+            "long_burn_rate": self.rule.long_burn,
+            "short_burn_rate": self.rule.short_burn,
+            "budget_remaining": self.status.budget_remaining,
+            "fired_at": tracelight_model::time::rfc3339_ms(self.fired_at_ns),
+            "url": self.url,
+        })
+    }
+}
+
+/// The body a channel of `kind` is sent for `alert`.
+pub fn payload(kind: &str, a: &Alert) -> Value {
+    let text = a.text();
+    match kind {
+        "slack" => json!({
+            "text": format!("{text} <{}|Open the SLO>", a.url),
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": format!("{text}\n<{}|Open the SLO>", a.url)}}],
+        }),
+        "discord" => json!({
+            "content": text,
+            "embeds": [{
+                "title": format!("SLO {}", a.spec.name),
+                "url": a.url,
+                "description": text,
+                "color": if a.state == "firing" { 0xC8283A } else { 0x59A14F },
+            }],
+        }),
+        "alertmanager" => {
+            let d = a.details();
+            json!([{
+                "labels": {
+                    "alertname": "SLOErrorBudgetBurn",
+                    "slo": a.spec.name,
+                    "service": a.spec.service,
+                    "severity": a.rule.severity.as_str(),
+                    "long_window": a.rule.long_window,
+                    "short_window": a.rule.short_window,
+                },
+                "annotations": {"summary": text, "description": d.to_string(), "url": a.url},
+                "generatorURL": a.url,
+                "startsAt": tracelight_model::time::rfc3339_ms(a.fired_at_ns),
+                "endsAt": if a.state == "resolved" { Value::from(tracelight_model::time::rfc3339_ms(a.now_ns)) } else { Value::Null },
+            }])
+        }
+        _ => json!({
+            "type": format!("slo.alert.{}", a.state),
+            "timestamp": tracelight_model::time::rfc3339_ms(a.now_ns),
+            "data": a.details(),
+        }),
+    }
+}
+
+/// `GET /api/v1/slos`: every SLO's latest evaluation.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
+    authorize(&state, &headers)?;
+    let slos: Vec<Value> = state.slos.specs().iter().map(|s| describe(&state.slos, s)).collect();
+    Ok(Json(json!({ "slos": slos })))
+}
+
+/// `GET /api/v1/slos/{name}`.
+pub async fn one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    authorize(&state, &headers)?;
+    let spec = state
+        .slos
+        .specs()
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| AppError::NotFound(format!("no SLO named {name:?}; GET /api/v1/slos lists them")))?;
+    Ok(Json(describe(&state.slos, spec)))
+}
+
+fn describe(engine: &SloEngine, spec: &SloSpec) -> Value {
+    let mut v = match engine.status(&spec.name) {
+        Some(s) => serde_json::to_value(&s).unwrap_or(Value::Null),
+        None => json!({
+            "name": spec.name,
+            "service": spec.service,
+            "objective": spec.objective,
+            "window": window_label(spec.window_ns),
+            "sli": null,
+            "budget_remaining": null,
+            "burn_rates": {},
+            "alerts": [],
+            "evaluated_at_ns": null,
+        }),
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("notify".into(), json!(spec.notify));
+        o.insert("error".into(), json!(engine.error(&spec.name)));
+        o.insert("url".into(), json!(engine.slo_url(&spec.name)));
+    }
+    v
+}
