@@ -364,6 +364,7 @@ impl Config {
             bail!("alerts.eval_interval must be positive");
         }
         self.slo_specs()?;
+        self.allow_destinations()?;
         if self.ingest.max_request_bytes < 1024 {
             bail!("ingest.max_request_bytes must be at least 1024");
         }
@@ -541,6 +542,17 @@ impl Config {
             });
         }
         Ok(out)
+    }
+
+    /// `alerts.allow_destinations`, parsed.
+    pub fn allow_destinations(&self) -> anyhow::Result<Vec<tracelight_web::notify::Cidr>> {
+        self.alerts
+            .allow_destinations
+            .iter()
+            .map(|c| {
+                tracelight_web::notify::Cidr::parse(c).map_err(|e| anyhow::anyhow!("alerts.allow_destinations: {e}"))
+            })
+            .collect()
     }
 
     /// The UI's address for links in notifications.

@@ -14,6 +14,7 @@ use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
 use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::{Catalog, Flusher, Head, HeadConfig, SegmentStore};
+use tracelight_web::notify::{Channel, Notifier};
 use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
 
@@ -177,6 +178,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !slos.specs().is_empty() {
         tokio::spawn(evaluate_slos(slos.clone(), config.eval_interval()?, until_stop(stop_rx.clone())));
     }
+    if !config.notify.is_empty() {
+        let channels = config
+            .notify
+            .iter()
+            .map(|n| Channel {
+                name: n.name.clone(),
+                kind: n.kind.clone(),
+                url: n.url.clone(),
+                secret: n.secret.clone(),
+            })
+            .collect();
+        let notifier = Notifier::new(channels, config.allow_destinations()?, Arc::new(catalog.clone()));
+        tokio::spawn(deliver_notifications(notifier, until_stop(stop_rx.clone())));
+    }
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
         .with_graceful_shutdown(until_stop(stop_rx.clone()))
@@ -269,6 +284,21 @@ async fn evaluate_slos(slos: Arc<SloEngine>, every: Duration, stop: impl std::fu
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => slos.tick(tracelight_model::time::now_ns()).await,
+        }
+    }
+}
+
+/// Sends due notifications from the outbox every second until `stop`.
+async fn deliver_notifications(notifier: Notifier, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                notifier.deliver_due(tracelight_model::time::now_ns()).await;
+            }
         }
     }
 }

@@ -318,8 +318,9 @@ pub trait SloStore: Send + Sync {
         since_ns: i64,
         notifications: &[Notification],
     ) -> Result<(), StoreError>;
-    /// Undelivered notifications due at `now_ns`, oldest first.
-    async fn due_notifications(&self, now_ns: i64, limit: usize) -> Result<Vec<Notification>, StoreError>;
+    /// Undelivered notifications, oldest first (due or waiting for a retry: the caller keeps
+    /// each alert's messages in order).
+    async fn pending_notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError>;
     async fn mark_delivered(&self, id: &str, now_ns: i64) -> Result<(), StoreError>;
     async fn mark_failed(&self, id: &str, attempts: u32, next_attempt_ns: i64, error: &str) -> Result<(), StoreError>;
 }

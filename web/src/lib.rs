@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod notify;
 pub mod search;
 pub mod slo;
 pub mod ui;

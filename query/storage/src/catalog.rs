@@ -410,14 +410,14 @@ impl SloStore for Catalog {
         Ok(())
     }
 
-    async fn due_notifications(&self, now_ns: i64, limit: usize) -> Result<Vec<Notification>, StoreError> {
+    async fn pending_notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
         Ok(on_pool!(self, pool => {
             sqlx::query(
                 "SELECT id, alert_key, channel, state, payload, created_at_ns, attempts, next_attempt_ns
-                 FROM notify_outbox WHERE delivered_at_ns IS NULL AND next_attempt_ns <= $1
-                 ORDER BY created_at_ns, id LIMIT $2",
+                 FROM notify_outbox WHERE delivered_at_ns IS NULL
+                 ORDER BY created_at_ns, id LIMIT $1",
             )
-            .bind(now_ns).bind(limit as i64).fetch_all(pool).await.map_err(store_err("read outbox"))?
+            .bind(limit as i64).fetch_all(pool).await.map_err(store_err("read outbox"))?
             .into_iter()
             .map(|r| Notification {
                 id: r.get(0),

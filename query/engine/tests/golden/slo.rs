@@ -109,7 +109,7 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     assert_eq!(states, vec![RuleState::Firing, RuleState::Ok, RuleState::Firing, RuleState::Firing]);
 
     // Each firing rule queued one Slack message; evaluating again queues nothing more.
-    let queued = store.due_notifications(NOW, 100).await.unwrap();
+    let queued = store.pending_notifications(100).await.unwrap();
     assert_eq!(queued.len(), 3, "{queued:?}");
     let page = queued.iter().find(|n| n.alert_key == "checkout-avail/page/1h/5m").unwrap();
     let body: serde_json::Value = serde_json::from_str(&page.payload).unwrap();
@@ -124,7 +124,7 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
         "{text}"
     );
     slos.tick(NOW).await;
-    assert_eq!(store.due_notifications(NOW, 100).await.unwrap().len(), 3);
+    assert_eq!(store.pending_notifications(100).await.unwrap().len(), 3);
 
     // An hour and five minutes of healthy traffic later the page resolves (one message, after
     // the firing one); the tickets' longer windows still burn.
@@ -135,7 +135,7 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     let s = slos.status("checkout-avail").unwrap();
     assert_eq!(s.burn_rates["1h"], Some(0.0));
     assert_eq!(s.alerts[0].state, RuleState::Ok);
-    let queued = store.due_notifications(NOW + 65 * MIN, 100).await.unwrap();
+    let queued = store.pending_notifications(100).await.unwrap();
     let page: Vec<&str> =
         queued.iter().filter(|n| n.alert_key == "checkout-avail/page/1h/5m").map(|n| n.state.as_str()).collect();
     assert_eq!(page, vec!["firing", "resolved"]);
@@ -145,4 +145,128 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     health.tick(NOW + 65 * MIN).await;
     let s = health.status("checkout-avail").unwrap();
     assert_eq!((s.events, s.bad_events), (425, 425));
+}
+
+/// A receiver on 127.0.0.1 that answers 500 to its first `fail` requests, then 200, and
+/// records every request (headers lower-cased, body, the status it answered).
+struct Receiver {
+    url: String,
+    seen: Arc<parking_lot::Mutex<Vec<(std::collections::BTreeMap<String, String>, String, u16)>>>,
+}
+
+async fn receiver(fail: usize) -> Receiver {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let head = text[..i].to_string();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0usize);
+                    if buf.len() >= i + 4 + len {
+                        break (head, String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
+                    }
+                }
+            };
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+                .collect();
+            let status = if log.lock().len() < fail { 500 } else { 200 };
+            log.lock().push((headers, body, status));
+            let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    Receiver { url, seen }
+}
+
+#[tokio::test]
+async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts() {
+    use tracelight_web::notify::{Channel, Cidr, Notifier, sign};
+    let fx = crate::Fixture::empty().await;
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: NOW + 65 * MIN, limits: ItemLimits::default() };
+    let mut spans = traffic(-360, 0, -60, 0);
+    spans.extend(traffic(0, 65, i64::MAX, 200_000));
+    let (before, after): (Vec<S>, Vec<S>) = spans.into_iter().partition(|s| s.start < NOW);
+    fx.head.consume(1, vec![traces_to_arrow(&dataset::spans_request(&before), &ctx).batch]);
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
+    catalog.migrate().await.unwrap();
+    let store: Arc<dyn SloStore> = Arc::new(catalog);
+    let mut s = spec("name = 'POST /checkout'");
+    s.notify = vec!["hook".into()];
+    let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
+    let kinds = vec![ChannelKind { name: "hook".into(), kind: "webhook".into() }];
+    let slos = SloEngine::new(vec![s], Some(store.clone()), engine, kinds, "http://ui.example".into());
+    // Fires (3 rules); an hour later the page has resolved, and so has the 24h/2h ticket
+    // (24 h: 120 bad of 4,250 is 2.8× < 3×).
+    slos.tick(NOW).await;
+    fx.head.consume(2, vec![traces_to_arrow(&dataset::spans_request(&after), &ctx).batch]);
+    slos.tick(NOW + 65 * MIN).await;
+    assert_eq!(store.pending_notifications(100).await.unwrap().len(), 5);
+
+    let rx = receiver(2).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let channel =
+        Channel { name: "hook".into(), kind: "webhook".into(), url: rx.url.clone(), secret: Some(secret.into()) };
+    // Without an allow-list entry, 127.0.0.1 is refused and nothing is sent.
+    let guarded = Notifier::new(vec![channel.clone()], Vec::new(), store.clone());
+    assert_eq!(guarded.deliver_due(NOW + 65 * MIN).await, 0);
+    assert!(rx.seen.lock().is_empty());
+    // Allowed, through two failures and a restart (a new notifier on the same outbox) per
+    // round; time moves an hour a round so every backoff has passed.
+    let allow = vec![Cidr::parse("127.0.0.1/32").unwrap()];
+    let mut now = NOW + 65 * MIN;
+    for _ in 0..10 {
+        now += 60 * MIN;
+        let notifier = Notifier::new(vec![channel.clone()], allow.clone(), store.clone());
+        notifier.deliver_due(now).await;
+        if store.pending_notifications(100).await.unwrap().is_empty() {
+            break;
+        }
+    }
+    assert!(store.pending_notifications(100).await.unwrap().is_empty());
+    let seen = rx.seen.lock().clone();
+    let delivered: Vec<&(std::collections::BTreeMap<String, String>, String, u16)> =
+        seen.iter().filter(|r| r.2 == 200).collect();
+    assert_eq!(seen.len(), 7, "two refused by the receiver, then five delivered");
+    assert_eq!(delivered.len(), 5);
+    let mut ids: Vec<&str> = delivered.iter().map(|r| r.0["webhook-id"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "each message exactly once");
+    for (headers, body, _) in &delivered {
+        let ts: i64 = headers["webhook-timestamp"].parse().unwrap();
+        assert_eq!(headers["webhook-signature"], sign(secret, &headers["webhook-id"], ts, body));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(v["type"].as_str().unwrap().starts_with("slo.alert."), "{v}");
+    }
+    let page: Vec<String> = delivered
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.1).unwrap())
+        .filter(|v| v["data"]["severity"] == "page")
+        .map(|v| v["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(page, vec!["slo.alert.firing", "slo.alert.resolved"]);
 }
