@@ -149,9 +149,12 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
 
 /// A receiver on 127.0.0.1 that answers 500 to its first `fail` requests, then 200, and
 /// records every request (headers lower-cased, body, the status it answered).
+/// One request the receiver saw: headers, body, the status it answered.
+type Seen = (std::collections::BTreeMap<String, String>, String, u16);
+
 struct Receiver {
     url: String,
-    seen: Arc<parking_lot::Mutex<Vec<(std::collections::BTreeMap<String, String>, String, u16)>>>,
+    seen: Arc<parking_lot::Mutex<Vec<Seen>>>,
 }
 
 async fn receiver(fail: usize) -> Receiver {
@@ -248,8 +251,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
     }
     assert!(store.pending_notifications(100).await.unwrap().is_empty());
     let seen = rx.seen.lock().clone();
-    let delivered: Vec<&(std::collections::BTreeMap<String, String>, String, u16)> =
-        seen.iter().filter(|r| r.2 == 200).collect();
+    let delivered: Vec<&Seen> = seen.iter().filter(|r| r.2 == 200).collect();
     assert_eq!(seen.len(), 7, "two refused by the receiver, then five delivered");
     assert_eq!(delivered.len(), 5);
     let mut ids: Vec<&str> = delivered.iter().map(|r| r.0["webhook-id"].as_str()).collect();
