@@ -11,4 +11,5 @@ mod postgres;
 mod protocol;
 mod sdk;
 mod search;
+mod slo;
 mod transport;

@@ -267,6 +267,47 @@ impl SloEngine {
         Ok(())
     }
 
+    /// Per-minute counts of `name` kept for its window, for charts.
+    pub async fn minutes(&self, spec: &SloSpec, now_ns: i64) -> Result<Vec<MinuteCounts>, String> {
+        let from = now_ns.div_euclid(MINUTE_NS) - Self::keep_minutes(spec);
+        self.store()?.slo_minutes(&spec.name, from).await.map_err(|e| e.to_string())
+    }
+
+    /// The newest bad events of the SLI (its spans), as (trace ID, time, what).
+    pub async fn failing_examples(
+        &self,
+        spec: &SloSpec,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<(String, i64, String)>, String> {
+        let (bad, filter) = match &spec.sli {
+            Sli::ErrorRatio { filter } => ("status_code = 'ERROR'".to_string(), filter),
+            Sli::Latency { threshold_ns, filter } => (format!("duration_ns > {threshold_ns}"), filter),
+            Sli::MetricRatio { .. } => return Ok(Vec::new()),
+        };
+        let filter = filter.as_deref().map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let sql = format!(
+            "SELECT trace_id, CAST(start_time AS BIGINT) AS t, name, duration_ns, status_message FROM spans
+             WHERE service_name = {}{filter} AND {bad} ORDER BY start_time DESC LIMIT 20",
+            lit(&spec.service)
+        );
+        let req = QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(Tenant::default()) };
+        let r = self.query.sql(req).await.map_err(|e| e.to_string())?;
+        Ok(r.rows
+            .iter()
+            .filter_map(|row| {
+                let id = tracelight_model::correlate::parse_trace_id(row.first()?.as_str()?).ok()?;
+                let what = format!(
+                    "{} · {} · {}",
+                    row.get(2).and_then(Value::as_str).unwrap_or_default(),
+                    tracelight_model::time::short_duration(row.get(3).and_then(Value::as_i64).unwrap_or(0)),
+                    row.get(4).and_then(Value::as_str).unwrap_or("")
+                );
+                Some((id, row.get(1)?.as_i64()?, what))
+            })
+            .collect())
+    }
+
     pub fn slo_url(&self, name: &str) -> String {
         format!("{}/slos/{}", self.public_url, crate::ui::enc(name))
     }

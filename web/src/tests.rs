@@ -745,3 +745,18 @@ async fn with_tokens_the_ui_signs_in_with_a_cookie_that_the_api_does_not_take() 
     let res = app.clone().oneshot(get("/logout")).await.unwrap();
     assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
 }
+
+#[tokio::test]
+async fn without_slos_the_pages_say_how_to_declare_one() {
+    let (app, _) = app(vec![], true);
+    let (status, _, html) = page(&app, "/slos").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("No SLOs are declared") && html.contains("[[slo]]"), "{html}");
+    let (status, json) = call(&app, get("/api/v1/slos")).await;
+    assert_eq!((status, json), (StatusCode::OK, serde_json::json!({"slos": []})));
+    let (status, json) = call(&app, get("/api/v1/slos/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
+    let (status, _, html) = page(&app, "/slos/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("no SLO named"), "{html}");
+}

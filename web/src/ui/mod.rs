@@ -8,6 +8,7 @@ mod login;
 mod logs;
 mod metrics;
 mod services;
+mod slos;
 pub mod trace;
 mod traces;
 
@@ -43,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/logs", get(logs::page))
         .route("/logs/tail", get(logs::tail))
         .route("/metrics/explore", get(metrics::page))
+        .route("/slos", get(slos::list))
+        .route("/slos/{name}", get(slos::detail))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", get(login::logout))
         .route("/static/style.css", get(style))
