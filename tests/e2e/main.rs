@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `tracelight` binary, real OTLP clients (tonic gRPC, HTTP with
 //! protobuf/JSON/gzip, and the Python OpenTelemetry SDK), a temporary data directory each.
 
+mod alertmanager;
 mod browser;
 mod crash;
 mod harness;

@@ -48,11 +48,11 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("0001_segments") && stdout.contains("0002_segment_index"), "{stdout}");
+    assert!(stdout.contains("0001_segments") && stdout.contains("0003_slo"), "{stdout}");
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM _tracelight_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(

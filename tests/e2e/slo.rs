@@ -16,7 +16,7 @@ use crate::otlp;
 use crate::transport;
 
 /// Records every POST body it gets and answers 200.
-async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+pub async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/services/T0/B0/x", listener.local_addr().unwrap());

@@ -136,8 +136,10 @@ impl SloEngine {
             }
         };
         let mut from = (built - REROLL_MINUTES).max(oldest);
+        // Counter rates come as chart buckets, of which one query may ask for at most 1,000.
+        let chunk = if matches!(spec.sli, Sli::MetricRatio { .. }) { CHUNK_MINUTES / 2 } else { CHUNK_MINUTES };
         while from < now_minute {
-            let to = (from + CHUNK_MINUTES).min(now_minute);
+            let to = (from + chunk).min(now_minute);
             let counts = self.count_range(spec, from, to).await?;
             store.slo_put(&spec.name, &counts, to).await.map_err(|e| e.to_string())?;
             from = to;

@@ -26,7 +26,7 @@ fn seg(id: &str, signal: Signal, hour: i64, lsn: u64) -> SegmentMeta {
 }
 
 async fn exercise(catalog: &Catalog) {
-    assert_eq!(catalog.migrate().await.unwrap(), vec!["0001_segments".to_string(), "0002_segment_index".to_string()]);
+    assert_eq!(catalog.migrate().await.unwrap(), vec!["0001_segments", "0002_segment_index", "0003_slo"]);
     assert!(catalog.migrate().await.unwrap().is_empty(), "migrations apply once");
     assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 0);
 
@@ -50,6 +50,45 @@ async fn exercise(catalog: &Catalog) {
     assert!(catalog.segments(&other, Signal::Spans, None, None).await.unwrap().is_empty());
     let got = &catalog.segments(&t, Signal::Logs, None, None).await.unwrap()[0];
     assert_eq!(got, &seg("b", Signal::Logs, 10, 4));
+    slo_state(catalog).await;
+}
+
+/// SLO counts, alert states and the outbox, on either database.
+async fn slo_state(catalog: &Catalog) {
+    use tracelight_model::slo::{MinuteCounts, Notification, SloStore};
+    assert_eq!(catalog.slo_build("s").await.unwrap(), None);
+    catalog.slo_reset("s", "def1").await.unwrap();
+    let m = |minute, good, total| MinuteCounts { minute, good, total };
+    catalog.slo_put("s", &[m(10, 9, 10), m(11, 5, 5)], 12).await.unwrap();
+    // Counting a minute again replaces it.
+    catalog.slo_put("s", &[m(11, 6, 7)], 12).await.unwrap();
+    assert_eq!(catalog.slo_build("s").await.unwrap(), Some(("def1".to_string(), 12)));
+    assert_eq!(catalog.slo_minutes("s", 11).await.unwrap(), vec![m(11, 6, 7)]);
+    catalog.slo_reset("s", "def2").await.unwrap();
+    assert!(catalog.slo_minutes("s", 0).await.unwrap().is_empty(), "a new definition starts over");
+
+    let n = |id: &str, state: &str, at: i64| Notification {
+        id: id.into(),
+        alert_key: "s/page/1h/5m".into(),
+        channel: "chat".into(),
+        state: state.into(),
+        payload: "{}".into(),
+        created_at_ns: at,
+        attempts: 0,
+        next_attempt_ns: at,
+    };
+    catalog.alert_transition("s", "s/page/1h/5m", "firing", 100, &[n("f1", "firing", 100)]).await.unwrap();
+    // The same transition recorded twice (a retried evaluation) queues it once.
+    catalog.alert_transition("s", "s/page/1h/5m", "firing", 100, &[n("f1", "firing", 100)]).await.unwrap();
+    catalog.alert_transition("s", "s/page/1h/5m", "ok", 200, &[n("r1", "resolved", 200)]).await.unwrap();
+    assert_eq!(catalog.alert_states("s").await.unwrap()["s/page/1h/5m"], ("ok".to_string(), 200));
+    let ids = |v: Vec<Notification>| v.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(catalog.pending_notifications(10).await.unwrap()), vec!["f1", "r1"]);
+    catalog.mark_failed("f1", 1, 900, "the receiver answered 500").await.unwrap();
+    let p = catalog.pending_notifications(10).await.unwrap();
+    assert_eq!((p[0].attempts, p[0].next_attempt_ns), (1, 900));
+    catalog.mark_delivered("f1", 950).await.unwrap();
+    assert_eq!(ids(catalog.pending_notifications(10).await.unwrap()), vec!["r1"]);
 }
 
 #[tokio::test]

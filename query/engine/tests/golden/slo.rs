@@ -272,3 +272,74 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
         .collect();
     assert_eq!(page, vec!["slo.alert.firing", "slo.alert.resolved"]);
 }
+
+/// Two cumulative counters of checkout, one point a minute for two hours: all requests (+10 a
+/// minute) and good ones (+9 a minute, +5 in the last 10 minutes).
+fn counters(k: i64) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let start = NOW - 120 * MIN;
+    let t = (start + k * MIN) as u64;
+    let good = 9 * k.min(110) + 5 * (k - 110).max(0);
+    let counter = |name: &str, v: i64| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![NumberDataPoint {
+                start_time_unix_nano: start as u64,
+                time_unix_nano: t,
+                value: Some(number_data_point::Value::AsInt(v)),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let service = KeyValue {
+        key: "service.name".into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue("checkout".into())) }),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource { attributes: vec![service], ..Default::default() }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![counter("req.total", 10 * k), counter("req.good", good)],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn metric_ratio_slis_count_counter_increases() {
+    use tracelight_collector::decode::metrics_to_arrow;
+    let fx = crate::Fixture::empty().await;
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: NOW, limits: ItemLimits::default() };
+    for k in 0..=120 {
+        fx.head.consume(k as u64 + 1, vec![metrics_to_arrow(&counters(k), &ctx).batch]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
+    catalog.migrate().await.unwrap();
+    let mut s = spec("unused");
+    s.sli = Sli::MetricRatio { good: "req.good".into(), total: "req.total".into() };
+    s.notify.clear();
+    let slos = SloEngine::new(vec![s], Some(Arc::new(catalog)), Arc::new(fx.engine), Vec::new(), String::new());
+    slos.tick(NOW).await;
+    assert_eq!(slos.error("checkout-avail"), None);
+    let st = slos.status("checkout-avail").unwrap();
+    // Point k counts the increase since point k−1 (point 0 is the series' start, at 0); the
+    // point at "now" is in the minute still filling. So points 1..=119: 10 events each, 1 bad
+    // up to point 110 and 5 bad after. Budget 1%.
+    assert_eq!(st.events, 1190);
+    assert_eq!(st.bad_events, 110 + 9 * 5);
+    // 5 m: points 115..=119, half bad. 1 h: points 60..=119: 51 × 1 + 9 × 5 = 96 bad of 600.
+    assert!((st.burn_rates["5m"].unwrap() - 50.0).abs() < 1e-9, "{:?}", st.burn_rates);
+    assert!((st.burn_rates["1h"].unwrap() - 16.0).abs() < 1e-9, "{:?}", st.burn_rates);
+}
