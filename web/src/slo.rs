@@ -470,3 +470,64 @@ fn describe(engine: &SloEngine, spec: &SloSpec) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use tracelight_model::slo::{MinuteCounts, default_rules, evaluate};
+
+    use super::*;
+
+    /// Every channel's payload for one firing page, from a real evaluation.
+    #[test]
+    fn payloads_are_well_formed_for_every_channel() {
+        let window_ns = 30 * 86_400_000_000_000;
+        let spec = SloSpec {
+            name: "checkout-avail".into(),
+            service: "checkout".into(),
+            objective: 99.0,
+            window_ns,
+            sli: Sli::ErrorRatio { filter: None },
+            rules: default_rules(window_ns),
+            min_events: 10,
+            notify: vec![],
+        };
+        let now = 1_800_000_000 * 1_000_000_000;
+        let minutes: Vec<MinuteCounts> =
+            (1..=60).map(|k| MinuteCounts { minute: now / MINUTE_NS - k, good: 80, total: 100 }).collect();
+        let status = evaluate(&spec, &minutes, now);
+        let rule = &status.alerts[0];
+        let alert = Alert {
+            spec: &spec,
+            status: &status,
+            rule,
+            state: "firing",
+            fired_at_ns: now,
+            now_ns: now,
+            url: "http://ui/slos/x",
+        };
+        let slack = payload("slack", &alert);
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("[PAGE] SLO checkout-avail is burning its error budget: 20.00× over 1h")
+        );
+        assert_eq!(slack["blocks"][0]["type"], "section");
+        let discord = payload("discord", &alert);
+        assert_eq!(discord["embeds"][0]["url"], "http://ui/slos/x");
+        assert_eq!(discord["embeds"][0]["color"], 0xC8283A);
+        assert!(discord["content"].as_str().unwrap().len() <= 2000, "Discord's content limit");
+        let hook = payload("webhook", &alert);
+        assert_eq!(hook["type"], "slo.alert.firing");
+        assert_eq!(hook["data"]["severity"], "page");
+        assert!((hook["data"]["long_burn_rate"].as_f64().unwrap() - 20.0).abs() < 1e-9);
+        let am = payload("alertmanager", &alert);
+        assert_eq!(am[0]["labels"]["alertname"], "SLOErrorBudgetBurn");
+        assert_eq!(am[0]["endsAt"], Value::Null);
+        let resolved = Alert { state: "resolved", now_ns: now + 60_000_000_000, ..alert };
+        let am = payload("alertmanager", &resolved);
+        assert_eq!(am[0]["endsAt"], "2027-01-15T08:01:00.000Z");
+        assert!(payload("slack", &resolved)["text"].as_str().unwrap().starts_with("[RESOLVED]"));
+        assert_eq!(payload("discord", &resolved)["embeds"][0]["color"], 0x59A14F);
+    }
+}
