@@ -7,6 +7,11 @@ use crate::correlate::{
     TraceList, TraceQuery,
 };
 
+/// Quotes a string as a SQL literal (`'` doubled), for values put into generated SQL.
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// A read-only SQL query over `spans`, `logs` and `metrics`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -18,6 +18,7 @@ use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tracelight_model::correlate::MetricQuery;
 use tracelight_model::metrics::Aggregation;
+use tracelight_model::query::sql_literal as lit;
 use tracelight_model::slo::{
     MINUTE_NS, MinuteCounts, Notification, RuleState, RuleStatus, Sli, SloSpec, SloStatus, SloStore, evaluate,
     window_label,
@@ -39,11 +40,6 @@ const LONGEST_BURN_NS: i64 = 3 * 86_400_000_000_000;
 pub struct ChannelKind {
     pub name: String,
     pub kind: String,
-}
-
-/// Quotes a SQL string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 pub struct SloEngine {
@@ -150,12 +146,10 @@ impl SloEngine {
     /// Good and total events per minute in `[from, to)` (Unix minutes).
     async fn count_range(&self, spec: &SloSpec, from: i64, to: i64) -> Result<Vec<MinuteCounts>, String> {
         let (start_ns, end_ns) = (from * MINUTE_NS, to * MINUTE_NS);
-        let (bad, filter) = match &spec.sli {
-            Sli::ErrorRatio { filter } => ("status_code = 'ERROR'".to_string(), filter),
-            Sli::Latency { threshold_ns, filter } => (format!("duration_ns > {threshold_ns}"), filter),
-            Sli::MetricRatio { good, total } => return self.count_counters(spec, good, total, from, to).await,
+        let Some((bad, filter)) = span_sli(spec) else {
+            let Sli::MetricRatio { good, total } = &spec.sli else { unreachable!("span_sli covers span SLIs") };
+            return self.count_counters(spec, good, total, from, to).await;
         };
-        let filter = filter.as_deref().map(|f| format!(" AND ({f})")).unwrap_or_default();
         let minute = format!("CAST(start_time AS BIGINT) / {MINUTE_NS}");
         let sql = format!(
             "SELECT {minute} AS minute, count(*) AS total, sum(CASE WHEN {bad} THEN 0 ELSE 1 END) AS good
@@ -282,12 +276,7 @@ impl SloEngine {
         start_ns: i64,
         end_ns: i64,
     ) -> Result<Vec<(String, i64, String)>, String> {
-        let (bad, filter) = match &spec.sli {
-            Sli::ErrorRatio { filter } => ("status_code = 'ERROR'".to_string(), filter),
-            Sli::Latency { threshold_ns, filter } => (format!("duration_ns > {threshold_ns}"), filter),
-            Sli::MetricRatio { .. } => return Ok(Vec::new()),
-        };
-        let filter = filter.as_deref().map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let Some((bad, filter)) = span_sli(spec) else { return Ok(Vec::new()) };
         let sql = format!(
             "SELECT trace_id, CAST(start_time AS BIGINT) AS t, name, duration_ns, status_message FROM spans
              WHERE service_name = {}{filter} AND {bad} ORDER BY start_time DESC LIMIT 20",
@@ -313,6 +302,17 @@ impl SloEngine {
     pub fn slo_url(&self, name: &str) -> String {
         format!("{}/slos/{}", self.public_url, crate::ui::enc(name))
     }
+}
+
+/// A span SLI as SQL: the condition that makes a span bad, and ` AND (filter)` (or nothing).
+/// `None` for counter SLIs.
+fn span_sli(spec: &SloSpec) -> Option<(String, String)> {
+    let (bad, filter) = match &spec.sli {
+        Sli::ErrorRatio { filter } => ("status_code = 'ERROR'".to_string(), filter),
+        Sli::Latency { threshold_ns, filter } => (format!("duration_ns > {threshold_ns}"), filter),
+        Sli::MetricRatio { .. } => return None,
+    };
+    Some((bad, filter.as_deref().map(|f| format!(" AND ({f})")).unwrap_or_default()))
 }
 
 /// An alert's identity: the SLO and the rule (severity and windows).

@@ -20,10 +20,10 @@ use tracelight_model::{QueryError, QueryRequest, ScanStats, Signal, Tenant};
 
 use crate::{Engine, records};
 
-/// Quotes a string as a SQL literal.
-pub(crate) fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+pub(crate) use tracelight_model::query::sql_literal as lit;
+
+/// Entry spans: where a request enters a service (the services overview and its charts).
+pub(crate) const ENTRY_SPANS: &str = "(kind IN ('SERVER', 'CONSUMER') OR parent_span_id IS NULL)";
 
 impl Engine {
     /// Refuses an empty time range or one wider than the configured bound.
@@ -207,17 +207,15 @@ impl Engine {
         };
         // Entry spans: where a request enters a service.
         let red = self
-            .run(range(
+            .run(range(format!(
                 "SELECT service_name, count(*) AS requests,
                         sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS errors,
                         percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50,
                         percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95,
                         percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99
-                 FROM spans
-                 WHERE kind IN ('SERVER', 'CONSUMER') OR parent_span_id IS NULL
+                 FROM spans WHERE {ENTRY_SPANS}
                  GROUP BY service_name ORDER BY service_name"
-                    .into(),
-            ))
+            )))
             .await?;
         let all = self.run(range("SELECT DISTINCT service_name FROM spans ORDER BY service_name".into())).await?;
         let edges = self

@@ -16,7 +16,7 @@ use tracelight_model::time::parse_time_ns;
 use tracelight_model::{QueryError, QueryRequest, ScanStats, Tenant};
 
 use crate::Engine;
-use crate::correlate::{index_error, index_search, lit};
+use crate::correlate::{ENTRY_SPANS, index_error, index_search, lit};
 
 /// Most buckets a chart may have.
 pub const MAX_BUCKETS: i64 = 1_000;
@@ -86,8 +86,7 @@ impl Engine {
                     percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ns) AS p50,
                     percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95,
                     percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99
-             FROM spans
-             WHERE kind IN ('SERVER', 'CONSUMER') OR parent_span_id IS NULL
+             FROM spans WHERE {ENTRY_SPANS}
              GROUP BY service_name, bucket ORDER BY service_name, bucket"
         );
         let req = QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(tenant.clone()) };
