@@ -2,7 +2,7 @@
 //!
 //! tonic handles HTTP/2, framing, gzip and the size cap; the message bytes go to the same pure
 //! decode function as OTLP/HTTP (so invalid UTF-8 is repaired, not fatal, on both). Status
-//! mappings follow shared/TESTPLAN.md §A7-8: undecodable is `INVALID_ARGUMENT`, over-size is
+//! mappings follow docs/TESTING.md §A7-8: undecodable is `INVALID_ARGUMENT`, over-size is
 //! `RESOURCE_EXHAUSTED` (tonic says `OUT_OF_RANGE`, which OTLP clients retry forever), and
 //! overload is `UNAVAILABLE` with a `RetryInfo` detail.
 

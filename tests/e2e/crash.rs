@@ -1,4 +1,4 @@
-//! Durability (shared/TESTPLAN.md §B1, B3): SIGKILL during sustained ingest loses nothing that
+//! Durability (docs/TESTING.md §B1, B3): SIGKILL during sustained ingest loses nothing that
 //! was acknowledged, and a damaged WAL tail costs only the damaged records.
 
 use std::collections::HashSet;

@@ -244,7 +244,7 @@ async fn check_fields(server: &Server) {
 async fn the_published_otlp_json_examples_load_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otlp-json");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otlp-json");
     for (file, path) in [("trace.json", "/v1/traces"), ("logs.json", "/v1/logs"), ("metrics.json", "/v1/metrics")] {
         let bytes = std::fs::read(format!("{fixtures}/{file}")).unwrap();
         let res = transport::post_raw(&server, path, "application/json", bytes, false).await;

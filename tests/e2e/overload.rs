@@ -1,4 +1,4 @@
-//! Backpressure (shared/TESTPLAN.md §A8, C2): past the head's memory bound the receivers
+//! Backpressure (docs/TESTING.md §A8, C2): past the head's memory bound the receivers
 //! refuse retryably (HTTP 503 + Retry-After, gRPC UNAVAILABLE + RetryInfo), never with a 500;
 //! nothing acknowledged is lost and ingest resumes once the head drains.
 

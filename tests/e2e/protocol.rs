@@ -1,4 +1,4 @@
-//! OTLP protocol semantics (shared/TESTPLAN.md §A) and bad input (§D2) against the real server.
+//! OTLP protocol semantics (docs/TESTING.md §A) and bad input (§D2) against the real server.
 
 use prost::Message;
 use serde_json::json;

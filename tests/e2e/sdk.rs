@@ -1,4 +1,4 @@
-//! Interop with the real OpenTelemetry Python SDK over gRPC and HTTP (shared/TESTPLAN.md §A9).
+//! Interop with the real OpenTelemetry Python SDK over gRPC and HTTP (docs/TESTING.md §A9).
 //! `scripts/test` installs the SDK into `.venv` and sets TRACELIGHT_TEST_PYTHON.
 
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Second-chance protobuf decode for requests with invalid UTF-8 in string fields.
 //!
 //! prost refuses a whole message when any `string` field is not UTF-8, which would drop a
-//! whole batch for one bad attribute (shared/TESTPLAN.md §A6). When a decode fails, the bytes
+//! whole batch for one bad attribute (docs/TESTING.md §A6). When a decode fails, the bytes
 //! are walked once more with a table of which OTLP fields are strings and which are nested
 //! messages; invalid strings are replaced lossily (U+FFFD) and the request is decoded again.
 //! The happy path never comes here.
