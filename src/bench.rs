@@ -75,13 +75,13 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-const T0: u64 = 1_793_491_200_000_000_000;
-
 fn payloads(a: &IngestArgs) -> Vec<Bytes> {
     let mut rng = Rng::new(42);
+    // Recent, so that the server's accepted window (ingest.accept_past) takes them.
+    let t0 = tracelight_model::time::now_ns() as u64 - 3_600_000_000_000;
     (0..a.payloads)
         .map(|i| {
-            let t = T0 + i as u64 * 1_000_000_000;
+            let t = t0 + i as u64 * 1_000_000_000;
             Bytes::from(match a.signal {
                 SignalArg::Spans => synth::traces(&mut rng, a.batch, t).encode_to_vec(),
                 SignalArg::Logs => synth::logs(&mut rng, a.batch, t).encode_to_vec(),
@@ -93,7 +93,11 @@ fn payloads(a: &IngestArgs) -> Vec<Bytes> {
 
 /// Items per second of decode → Arrow on one thread, over the same payloads.
 fn decode_only_rate(signal: SignalArg, payloads: &[Bytes]) -> f64 {
-    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: T0 as i64, limits: ItemLimits::default() };
+    let ctx = DecodeContext {
+        tenant: Tenant::default(),
+        now_ns: tracelight_model::time::now_ns(),
+        limits: ItemLimits::default(),
+    };
     let started = Instant::now();
     let mut items = 0u64;
     let mut i = 0;

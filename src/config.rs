@@ -163,6 +163,13 @@ pub struct Ingest {
     pub max_attributes: usize,
     /// Log bodies longer than this are cut at a character boundary.
     pub max_log_body_bytes: usize,
+    /// Items whose time is further than this before the receive time are rejected (partial
+    /// success, reason `too_old`): a collector's retry queue or a backfill fits; a timestamp of
+    /// 0 or 1970 does not. Bounds how many hour partitions one request can touch.
+    pub accept_past: String,
+    /// Items whose time is further than this after the receive time are rejected (`too_new`);
+    /// allows for clock skew.
+    pub accept_future: String,
     /// Bearer tokens accepted on 4317/4318. Empty: no authentication.
     pub tokens: Vec<String>,
 }
@@ -187,6 +194,10 @@ pub struct HeadSection {
     pub flush_interval: String,
     /// ...or once it holds this many rows, whichever comes first.
     pub flush_rows: usize,
+    /// Most (tenant, signal, hour) partitions one flush writes; a request that would add more
+    /// waits (retryably) for the flush. (One request alone may still touch every hour of
+    /// `ingest.accept_past` + `ingest.accept_future`.)
+    pub max_partitions: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -265,6 +276,8 @@ impl Default for Ingest {
             max_attribute_value_bytes: 64 << 10,
             max_attributes: 1024,
             max_log_body_bytes: 1 << 20,
+            accept_past: "7d".into(),
+            accept_future: "1h".into(),
             tokens: Vec::new(),
         }
     }
@@ -278,7 +291,7 @@ impl Default for WalSection {
 
 impl Default for HeadSection {
     fn default() -> Self {
-        HeadSection { max_bytes: 512 << 20, flush_interval: "5s".into(), flush_rows: 1_000_000 }
+        HeadSection { max_bytes: 512 << 20, flush_interval: "5s".into(), flush_rows: 1_000_000, max_partitions: 1024 }
     }
 }
 
@@ -373,6 +386,10 @@ impl Config {
             // filled by it alone and refuse ingest for good.
             bail!("wal.max_bytes must be at least twice wal.segment_bytes");
         }
+        self.accept_window()?;
+        if self.head.max_partitions == 0 {
+            bail!("head.max_partitions must be positive");
+        }
         if self.head.max_bytes < 1 << 20 {
             bail!("head.max_bytes must be at least 1 MiB");
         }
@@ -404,6 +421,14 @@ impl Config {
         } else {
             self.storage_url.clone()
         }
+    }
+
+    /// `ingest.accept_past` and `ingest.accept_future`.
+    pub fn accept_window(&self) -> anyhow::Result<(Duration, Duration)> {
+        let parse = |name: &str, v: &str| {
+            humantime::parse_duration(v).with_context(|| format!("ingest.{name} = {v:?} is not a duration like 7d"))
+        };
+        Ok((parse("accept_past", &self.ingest.accept_past)?, parse("accept_future", &self.ingest.accept_future)?))
     }
 
     pub fn flush_interval(&self) -> anyhow::Result<Duration> {

@@ -64,15 +64,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let orphans = tracelight_storage::remove_orphans(&catalog, &store, &config.node_id).await?;
 
     let head = Arc::new(Head::new(
-        HeadConfig { max_bytes: config.head.max_bytes, flush_rows: config.head.flush_rows },
+        HeadConfig {
+            max_bytes: config.head.max_bytes,
+            flush_rows: config.head.flush_rows,
+            max_partitions: config.head.max_partitions,
+        },
         &registry,
     ));
     let checkpoint = catalog.wal_checkpoint(&config.node_id).await?;
+    let (past, future) = config.accept_window()?;
     let item_limits = ItemLimits {
         max_attribute_key_bytes: config.ingest.max_attribute_key_bytes,
         max_attribute_value_bytes: config.ingest.max_attribute_value_bytes,
         max_attributes: config.ingest.max_attributes,
         max_body_bytes: config.ingest.max_log_body_bytes,
+        max_past_ns: Some(i64::try_from(past.as_nanos()).unwrap_or(i64::MAX)),
+        max_future_ns: Some(i64::try_from(future.as_nanos()).unwrap_or(i64::MAX)),
+        // Resource attributes repeated on every item may expand a request at most 4-fold.
+        max_repeated_bytes: config.ingest.max_request_bytes.saturating_mul(4),
     };
     let wal_opts = WalOptions {
         dir: config.data_dir.join("wal"),

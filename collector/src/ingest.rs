@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use tracelight_model::sink::batch_bytes;
 use tracelight_model::telemetry::{Counter, Registry};
-use tracelight_model::{BatchSink, Signal, SinkError, Tenant};
+use tracelight_model::{BatchSink, Reservation, Signal, SignalBatch, SinkError, Tenant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
@@ -164,7 +165,8 @@ impl Ingestor {
             let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
             let accepted = batch.num_rows() as u64;
             if accepted > 0 {
-                self.admit(batch.batch.get_array_memory_size())?;
+                // Held until the WAL writer has handed the rows to the sink (before the ack).
+                let _reservation = self.admit(&batch, batch_bytes(&batch.batch))?;
                 // The WAL logs the body as received; replay decodes it again with `ctx`.
                 let payload = crate::record::encode(signal, format, &ctx.tenant, ctx.now_ns, body);
                 self.wal.append(payload, vec![batch]).await?;
@@ -184,7 +186,7 @@ impl Ingestor {
         result
     }
 
-    fn admit(&self, bytes: usize) -> Result<(), IngestError> {
+    fn admit(&self, batch: &SignalBatch, bytes: usize) -> Result<Reservation, IngestError> {
         if self.wal.bytes() > self.config.max_wal_bytes {
             self.sink.request_flush();
             return Err(IngestError::Overloaded {
@@ -195,7 +197,7 @@ impl Ingestor {
                 retry_after_secs: 5,
             });
         }
-        self.sink.admit(bytes).map_err(|e| match e {
+        self.sink.admit(batch, bytes).map_err(|e| match e {
             SinkError::Overloaded { reason, retry_after_secs } => IngestError::Overloaded { reason, retry_after_secs },
         })
     }

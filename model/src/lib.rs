@@ -24,4 +24,4 @@ pub mod time;
 
 pub use query::{Column, QueryError, QueryRequest, QueryResult, QueryService, ScanStats};
 pub use signal::{Signal, SignalBatch, TENANT_HEADER, Tenant, TenantError};
-pub use sink::{BatchSink, SinkError};
+pub use sink::{BatchSink, Reservation, SinkError};

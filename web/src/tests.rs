@@ -17,6 +17,8 @@ use tracelight_model::{Column, QueryError, QueryRequest, QueryResult, QueryServi
 use super::*;
 
 /// Answers by the SQL text and remembers the last request.
+static FAILS_LATER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Default)]
 struct Fake(std::sync::Mutex<Option<QueryRequest>>, std::sync::Mutex<String>);
 
@@ -75,6 +77,13 @@ impl QueryService for Fake {
 
     async fn logs(&self, q: LogQuery) -> Result<LogList, QueryError> {
         *self.1.lock().unwrap() = format!("{q:?}");
+        if q.q.starts_with('"') && !q.q[1..].contains('"') {
+            return Err(QueryError::Invalid(format!("unclosed quote in {:?}", q.q)));
+        }
+        // Answers once, then fails: an error in the middle of a live tail.
+        if q.q == "fails-later" && FAILS_LATER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Err(QueryError::Internal("index went away".into()));
+        }
         let mut logs = xss_trace("5b8efff798038103d269b633813fc60c").logs;
         logs[0].time_ns = q.end_ns - 5_000_000_000;
         logs.push(LogRecord { trace_id: Some(format!("javascript:{XSS}")), severity_number: 9, ..logs[0].clone() });
@@ -595,6 +604,31 @@ async fn live_tail_streams_new_records_as_events() {
 }
 
 #[tokio::test]
+async fn live_tail_refuses_bad_input_and_ends_on_an_error() {
+    let (app, _) = app(vec![], true);
+    // A bad query once streamed 76,000 notices in 3 s; an absurd `from` overflowed.
+    for uri in [
+        "/logs/tail?q=%22unclosed",
+        "/logs/tail?from=-9223372036854775808",
+        "/logs/tail?from=9223372036854775807",
+        "/logs/tail?from=0",
+    ] {
+        let (status, body) = call(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+    }
+    // An error after the stream started: one notice, then the stream ends.
+    let res = app.clone().oneshot(get("/logs/tail?q=fails-later")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), res.into_body().collect())
+        .await
+        .expect("the stream ends after the error")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(text.matches("tail stopped").count(), 1, "{text}");
+}
+
+#[tokio::test]
 async fn the_metrics_explorer_lists_charts_and_links_exemplars() {
     let (app, fake) = app(vec![], true);
     let (status, _, html) = page(&app, &format!("/metrics/explore?{WINDOW}")).await;
@@ -732,7 +766,18 @@ async fn with_tokens_the_ui_signs_in_with_a_cookie_that_the_api_does_not_take() 
             && cookie.contains("SameSite=Strict")
     );
     // Never a redirect off this server.
-    for evil in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example", "%2F%5Cevil.example"] {
+    // `/\t/evil.example` once passed: browsers strip the tab and go to //evil.example.
+    for evil in [
+        "%2F%2Fevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%0D%2Fevil.example",
+        "%2F%00%2Fevil.example",
+        "%09%2F%2Fevil.example",
+        "evil.example",
+    ] {
         let res = app.clone().oneshot(login("s3cret", evil)).await.unwrap();
         assert_eq!(res.headers()["location"], "/", "{evil}");
     }

@@ -32,6 +32,9 @@ pub(crate) enum Reason {
     EndBeforeStart,
     MissingTime,
     MissingValue,
+    TooOld,
+    TooNew,
+    RepeatedTooLarge,
 }
 
 impl Reason {
@@ -46,6 +49,9 @@ impl Reason {
             Reason::EndBeforeStart => "end_before_start",
             Reason::MissingTime => "missing_time",
             Reason::MissingValue => "missing_value",
+            Reason::TooOld => "too_old",
+            Reason::TooNew => "too_new",
+            Reason::RepeatedTooLarge => "resource_too_large",
         }
     }
 
@@ -60,6 +66,11 @@ impl Reason {
             Reason::EndBeforeStart => "end_time_unix_nano is before start_time_unix_nano",
             Reason::MissingTime => "time_unix_nano is 0",
             Reason::MissingValue => "number data point has no value",
+            Reason::TooOld => "timestamp older than the accepted window (ingest.accept_past)",
+            Reason::TooNew => "timestamp further ahead than the accepted window (ingest.accept_future)",
+            Reason::RepeatedTooLarge => {
+                "resource and scope attributes repeated on every item exceed the request's expansion bound"
+            }
         }
     }
 }
@@ -105,6 +116,26 @@ impl Tally {
             invalid_utf8: 0,
         }
     }
+}
+
+/// Most rows (or map entries) a builder is sized for up front. Counts come from the client:
+/// past this the builders grow with what is actually appended, never with what was announced.
+pub(crate) const PRESIZE_MAX: usize = 1 << 16;
+
+/// A capacity hint from a client-controlled count.
+pub(crate) fn presize(n: usize) -> usize {
+    n.min(PRESIZE_MAX)
+}
+
+/// `t` is inside the accepted window around the receive time `now` (see [`ItemLimits`]).
+pub(crate) fn check_window(t: i64, now: i64, limits: &ItemLimits) -> Result<(), Reason> {
+    if limits.max_past_ns.is_some_and(|p| t < now.saturating_sub(p)) {
+        return Err(Reason::TooOld);
+    }
+    if limits.max_future_ns.is_some_and(|f| t > now.saturating_add(f)) {
+        return Err(Reason::TooNew);
+    }
+    Ok(())
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, and whether it was cut.
@@ -279,6 +310,7 @@ pub(crate) type AttrBuilder = MapBuilder<StringBuilder, StringBuilder>;
 /// A map builder whose output has exactly `tracelight_model::schema::attr_map_type()`
 /// (same field names as `attr_map_builder()`), with room for `rows` maps of `entries` entries.
 pub(crate) fn attr_builder(rows: usize, entries: usize) -> AttrBuilder {
+    let (rows, entries) = (presize(rows), presize(entries));
     MapBuilder::with_capacity(
         Some(MapFieldNames::default()),
         StringBuilder::with_capacity(entries, entries * 16),
@@ -319,6 +351,11 @@ impl AttrList {
             entries.push((k.to_owned(), v.map(str::to_owned)));
         });
         AttrList { entries }
+    }
+
+    /// Bytes one copy of these entries adds to a map column (text and offsets).
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len) + 9).sum()
     }
 
     pub(crate) fn append_to(&self, b: &mut AttrBuilder) {
@@ -422,6 +459,11 @@ impl ResourceInfo {
             schema_url: non_empty_owned(schema_url),
         }
     }
+
+    /// Bytes these columns add to every row that carries them.
+    fn bytes(&self) -> usize {
+        self.service_name.len() + self.attrs.bytes() + self.schema_url.as_ref().map_or(0, String::len) + 16
+    }
 }
 
 /// Scope-level values, converted once per `Scope*` message.
@@ -458,8 +500,23 @@ impl ScopeInfo {
     }
 }
 
+impl ScopeInfo {
+    /// Bytes these columns add to every row that carries them.
+    fn bytes(&self) -> usize {
+        [&self.name, &self.version, &self.schema_url].iter().map(|s| s.as_ref().map_or(0, String::len)).sum::<usize>()
+            + self.attrs.bytes()
+            + 16
+    }
+}
+
 /// The seven resource and scope columns that end every table, in schema order.
+///
+/// Resource and scope values are received once and repeated on every row: a small request
+/// with a large resource and many empty items would expand without bound. [`Self::fits`]
+/// keeps the repeated bytes under `ItemLimits::max_repeated_bytes`.
 pub(crate) struct ResourceScopeCols {
+    repeated_bytes: usize,
+    max_repeated_bytes: usize,
     service_name: StringBuilder,
     resource_attributes: AttrBuilder,
     resource_schema_url: StringBuilder,
@@ -470,8 +527,11 @@ pub(crate) struct ResourceScopeCols {
 }
 
 impl ResourceScopeCols {
-    pub(crate) fn with_capacity(rows: usize, resource_entries: usize) -> ResourceScopeCols {
+    pub(crate) fn with_capacity(rows: usize, resource_entries: usize, limits: &ItemLimits) -> ResourceScopeCols {
+        let (rows, resource_entries) = (presize(rows), presize(resource_entries));
         ResourceScopeCols {
+            repeated_bytes: 0,
+            max_repeated_bytes: limits.max_repeated_bytes,
             service_name: StringBuilder::with_capacity(rows, rows * 16),
             resource_attributes: attr_builder(rows, resource_entries),
             resource_schema_url: StringBuilder::with_capacity(rows, 0),
@@ -480,6 +540,18 @@ impl ResourceScopeCols {
             scope_attributes: attr_builder(rows, 0),
             scope_schema_url: StringBuilder::with_capacity(rows, 0),
         }
+    }
+
+    /// Whether one more row with `res` and `scope` stays under the expansion bound; counts it
+    /// when it does. Ask before appending anything of the row.
+    /// `extra`: other per-item repeated bytes (a metric's name, unit and description).
+    pub(crate) fn fits(&mut self, res: &ResourceInfo, scope: &ScopeInfo, extra: usize) -> bool {
+        let next = self.repeated_bytes.saturating_add(res.bytes() + scope.bytes() + extra);
+        if next > self.max_repeated_bytes {
+            return false;
+        }
+        self.repeated_bytes = next;
+        true
     }
 
     pub(crate) fn append(&mut self, res: &ResourceInfo, scope: &ScopeInfo) {
@@ -584,6 +656,7 @@ mod tests {
             max_attribute_value_bytes: 4,
             max_attributes: 3,
             max_body_bytes: 10,
+            ..ItemLimits::default()
         };
         let attrs = vec![
             kv("k1", s("first")),

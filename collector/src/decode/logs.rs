@@ -8,12 +8,12 @@ use tracelight_model::{Signal, SignalBatch};
 
 use super::common::{
     AttrBuilder, Reason, ResourceInfo, ResourceScopeCols, ScopeInfo, Tally, any_text, append_attrs, arr, attr_builder,
-    hex_id, non_empty, to_i64, ts_builder, valid_id,
+    check_window, hex_id, non_empty, presize, to_i64, ts_builder, valid_id,
 };
 use super::{DecodeContext, Decoded, ItemLimits};
 
 /// `time` (never NULL) and `observed_time` of a record, or why it is refused.
-fn check_record(rec: &LogRecord, now_ns: i64) -> Result<(i64, Option<i64>), Reason> {
+fn check_record(rec: &LogRecord, now_ns: i64, limits: &ItemLimits) -> Result<(i64, Option<i64>), Reason> {
     let (Some(time), Some(observed)) = (to_i64(rec.time_unix_nano), to_i64(rec.observed_time_unix_nano)) else {
         return Err(Reason::TimestampOutOfRange);
     };
@@ -24,6 +24,7 @@ fn check_record(rec: &LogRecord, now_ns: i64) -> Result<(i64, Option<i64>), Reas
     } else {
         now_ns
     };
+    check_window(effective, now_ns, limits)?;
     Ok((effective, (observed != 0).then_some(observed)))
 }
 
@@ -49,7 +50,7 @@ struct Scratch {
 }
 
 impl LogCols {
-    fn with_capacity(rows: usize, attrs: usize, resource_entries: usize) -> LogCols {
+    fn with_capacity(rows: usize, attrs: usize, resource_entries: usize, limits: &ItemLimits) -> LogCols {
         LogCols {
             time: ts_builder(rows),
             observed_time: ts_builder(rows),
@@ -62,7 +63,7 @@ impl LogCols {
             event_name: StringBuilder::with_capacity(rows, 0),
             attributes: attr_builder(rows, attrs),
             dropped_attributes_count: UInt32Builder::with_capacity(rows),
-            rs: ResourceScopeCols::with_capacity(rows, resource_entries),
+            rs: ResourceScopeCols::with_capacity(rows, resource_entries, limits),
         }
     }
 
@@ -114,14 +115,14 @@ pub(crate) fn convert(req: &ExportLogsServiceRequest, ctx: &DecodeContext) -> De
         let res_attrs = rl.resource.as_ref().map_or(0, |r| r.attributes.len());
         for sl in &rl.scope_logs {
             rows += sl.log_records.len();
-            resource_entries += res_attrs * sl.log_records.len();
+            resource_entries = resource_entries.saturating_add(res_attrs.saturating_mul(sl.log_records.len()));
             attrs += sl.log_records.iter().map(|r| r.attributes.len()).sum::<usize>();
         }
     }
 
     let mut tally = Tally::default();
     let mut sc = Scratch { text: String::new(), id: [0u8; 32], truncated: 0 };
-    let mut cols = LogCols::with_capacity(rows, attrs, resource_entries);
+    let mut cols = LogCols::with_capacity(presize(rows), presize(attrs), presize(resource_entries), limits);
     for rl in &req.resource_logs {
         if rl.scope_logs.iter().all(|sl| sl.log_records.is_empty()) {
             continue;
@@ -133,7 +134,8 @@ pub(crate) fn convert(req: &ExportLogsServiceRequest, ctx: &DecodeContext) -> De
             }
             let scope = ScopeInfo::new(sl.scope.as_ref(), &sl.schema_url, limits, &mut sc.text, &mut sc.truncated);
             for rec in &sl.log_records {
-                match check_record(rec, ctx.now_ns) {
+                match check_record(rec, ctx.now_ns, limits) {
+                    Ok(_) if !cols.rs.fits(&res, &scope, 0) => tally.reject(Reason::RepeatedTooLarge),
                     Ok((time, observed)) => {
                         cols.append(rec, time, observed, limits, &mut sc);
                         cols.rs.append(&res, &scope);

@@ -17,8 +17,8 @@ use tracelight_model::schema::{exemplar_struct_fields, quantile_struct_fields};
 use tracelight_model::{Signal, SignalBatch};
 
 use super::common::{
-    AttrBuilder, Reason, ResourceInfo, ResourceScopeCols, ScopeInfo, Tally, append_attrs, arr, attr_builder, hex_id,
-    non_empty, struct_list, to_i64, ts_builder, valid_id,
+    AttrBuilder, Reason, ResourceInfo, ResourceScopeCols, ScopeInfo, Tally, append_attrs, arr, attr_builder,
+    check_window, hex_id, non_empty, presize, struct_list, to_i64, ts_builder, valid_id,
 };
 use super::{DecodeContext, Decoded, ItemLimits};
 
@@ -50,6 +50,11 @@ impl<'a> MetricInfo<'a> {
             temporality,
             is_monotonic,
         }
+    }
+
+    /// Bytes the metric's own text adds to every point (repeated like the resource).
+    fn bytes(&self) -> usize {
+        self.name.len() + self.description.map_or(0, str::len) + self.unit.map_or(0, str::len) + 32
     }
 }
 
@@ -265,7 +270,13 @@ fn append_exp_buckets(offset: &mut Int32Builder, counts: &mut ListBuilder<UInt64
 }
 
 impl MetricCols {
-    fn with_capacity(rows: usize, exemplars: usize, attrs: usize, resource_entries: usize) -> MetricCols {
+    fn with_capacity(
+        rows: usize,
+        exemplars: usize,
+        attrs: usize,
+        resource_entries: usize,
+        limits: &ItemLimits,
+    ) -> MetricCols {
         let mut q_offsets = Vec::with_capacity(rows + 1);
         q_offsets.push(0);
         let mut ex_offsets = Vec::with_capacity(rows + 1);
@@ -308,7 +319,7 @@ impl MetricCols {
             ex_trace_id: StringBuilder::with_capacity(exemplars, exemplars * 32),
             ex_span_id: StringBuilder::with_capacity(exemplars, exemplars * 16),
             ex_attributes: attr_builder(exemplars, 0),
-            rs: ResourceScopeCols::with_capacity(rows, resource_entries),
+            rs: ResourceScopeCols::with_capacity(rows, resource_entries, limits),
         }
     }
 
@@ -451,6 +462,7 @@ struct Emit<'c> {
     res: &'c ResourceInfo,
     scope: &'c ScopeInfo,
     limits: &'c ItemLimits,
+    now_ns: i64,
 }
 
 impl MetricCols {
@@ -464,6 +476,12 @@ impl MetricCols {
     ) {
         match point {
             Ok(p) => {
+                if let Err(reason) = check_window(p.time, e.now_ns, e.limits) {
+                    return tally.reject(reason);
+                }
+                if !self.rs.fits(e.res, e.scope, info.bytes()) {
+                    return tally.reject(Reason::RepeatedTooLarge);
+                }
                 self.append(info, &p, e.limits, sc);
                 self.rs.append(e.res, e.scope);
             }
@@ -483,14 +501,15 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, ctx: &DecodeContext) ->
                 rows += p;
                 exemplars += e;
                 attrs += a;
-                resource_entries += res_attrs * p;
+                resource_entries = resource_entries.saturating_add(res_attrs.saturating_mul(p));
             }
         }
     }
 
     let mut tally = Tally::default();
     let mut sc = Scratch { text: String::new(), id: [0u8; 32], truncated: 0 };
-    let mut cols = MetricCols::with_capacity(rows, exemplars, attrs, resource_entries);
+    let mut cols =
+        MetricCols::with_capacity(presize(rows), presize(exemplars), presize(attrs), presize(resource_entries), limits);
     for rm in &req.resource_metrics {
         if !rm.scope_metrics.iter().any(|sm| sm.metrics.iter().any(has_points)) {
             continue;
@@ -501,7 +520,7 @@ pub(crate) fn convert(req: &ExportMetricsServiceRequest, ctx: &DecodeContext) ->
                 continue;
             }
             let scope = ScopeInfo::new(sm.scope.as_ref(), &sm.schema_url, limits, &mut sc.text, &mut sc.truncated);
-            let emit = Emit { res: &res, scope: &scope, limits };
+            let emit = Emit { res: &res, scope: &scope, limits, now_ns: ctx.now_ns };
             for m in &sm.metrics {
                 let Some(data) = &m.data else { continue };
                 match data {

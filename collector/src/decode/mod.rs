@@ -37,6 +37,15 @@ pub struct ItemLimits {
     pub max_attributes: usize,
     /// Log bodies longer than this are cut at a UTF-8 character boundary.
     pub max_body_bytes: usize,
+    /// Items whose time is more than this many nanoseconds before the receive time are
+    /// rejected (`too_old`); `None` accepts any past time.
+    pub max_past_ns: Option<i64>,
+    /// Items whose time is more than this many nanoseconds after the receive time are
+    /// rejected (`too_new`); `None` accepts any future time.
+    pub max_future_ns: Option<i64>,
+    /// Resource and scope attributes are repeated on every item; once the copies of one
+    /// request would exceed this many bytes, further items are rejected (`resource_too_large`).
+    pub max_repeated_bytes: usize,
 }
 
 impl Default for ItemLimits {
@@ -46,6 +55,9 @@ impl Default for ItemLimits {
             max_attribute_value_bytes: 65536,
             max_attributes: 1024,
             max_body_bytes: 1024 * 1024,
+            max_past_ns: None,
+            max_future_ns: None,
+            max_repeated_bytes: 64 << 20,
         }
     }
 }
@@ -176,7 +188,7 @@ pub(crate) mod test_util {
     }
 
     pub fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/fixtures/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../tests/fixtures/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
     }
 
@@ -221,6 +233,9 @@ pub(crate) mod test_util {
         pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
     }
 }
+
+#[cfg(test)]
+mod hostile;
 
 #[cfg(test)]
 mod tests {

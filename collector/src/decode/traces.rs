@@ -8,8 +8,8 @@ use tracelight_model::schema::{event_struct_fields, link_struct_fields};
 use tracelight_model::{Signal, SignalBatch};
 
 use super::common::{
-    AttrBuilder, Reason, ResourceInfo, ResourceScopeCols, ScopeInfo, Tally, append_attrs, arr, attr_builder, hex_id,
-    non_empty, struct_list, to_i64, ts_builder, valid_id,
+    AttrBuilder, Reason, ResourceInfo, ResourceScopeCols, ScopeInfo, Tally, append_attrs, arr, attr_builder,
+    check_window, hex_id, non_empty, presize, struct_list, to_i64, ts_builder, valid_id,
 };
 use super::{DecodeContext, Decoded, ItemLimits};
 
@@ -39,7 +39,7 @@ struct Checked {
     has_parent: bool,
 }
 
-fn check_span(span: &Span) -> Result<Checked, Reason> {
+fn check_span(span: &Span, now_ns: i64, limits: &ItemLimits) -> Result<Checked, Reason> {
     if !valid_id(&span.trace_id, 16) {
         return Err(Reason::InvalidTraceId);
     }
@@ -63,6 +63,8 @@ fn check_span(span: &Span) -> Result<Checked, Reason> {
     if end < start {
         return Err(Reason::EndBeforeStart);
     }
+    check_window(start, now_ns, limits)?;
+    check_window(end, now_ns, limits)?;
     Ok(Checked { start, end, has_parent })
 }
 
@@ -84,7 +86,7 @@ fn count(req: &ExportTraceServiceRequest) -> Counts {
         let res_attrs = rs.resource.as_ref().map_or(0, |r| r.attributes.len());
         for ss in &rs.scope_spans {
             c.spans += ss.spans.len();
-            c.resource_entries += res_attrs * ss.spans.len();
+            c.resource_entries = c.resource_entries.saturating_add(res_attrs.saturating_mul(ss.spans.len()));
             for span in &ss.spans {
                 c.span_attrs += span.attributes.len();
                 c.events += span.events.len();
@@ -98,7 +100,16 @@ fn count(req: &ExportTraceServiceRequest) -> Counts {
             }
         }
     }
-    c
+    // Hints only, from counts the client wrote: builders grow with what is appended.
+    Counts {
+        spans: presize(c.spans),
+        events: presize(c.events),
+        links: presize(c.links),
+        span_attrs: presize(c.span_attrs),
+        event_attrs: presize(c.event_attrs),
+        link_attrs: presize(c.link_attrs),
+        resource_entries: presize(c.resource_entries),
+    }
 }
 
 struct SpanCols {
@@ -145,7 +156,7 @@ struct Scratch {
 }
 
 impl SpanCols {
-    fn with_capacity(c: &Counts) -> SpanCols {
+    fn with_capacity(c: &Counts, limits: &ItemLimits) -> SpanCols {
         let n = c.spans;
         let mut ev_offsets = Vec::with_capacity(n + 1);
         ev_offsets.push(0);
@@ -182,7 +193,7 @@ impl SpanCols {
             ln_dropped: UInt32Builder::with_capacity(c.links),
             ln_flags: UInt32Builder::with_capacity(c.links),
             dropped_links_count: UInt32Builder::with_capacity(n),
-            rs: ResourceScopeCols::with_capacity(n, c.resource_entries),
+            rs: ResourceScopeCols::with_capacity(n, c.resource_entries, limits),
         }
     }
 
@@ -298,7 +309,7 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, ctx: &DecodeContext) -> D
     let limits = &ctx.limits;
     let mut tally = Tally::default();
     let mut sc = Scratch { text: String::new(), id: [0u8; 32], truncated: 0 };
-    let mut cols = SpanCols::with_capacity(&count(req));
+    let mut cols = SpanCols::with_capacity(&count(req), limits);
     for rs in &req.resource_spans {
         if rs.scope_spans.iter().all(|ss| ss.spans.is_empty()) {
             continue;
@@ -310,7 +321,8 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, ctx: &DecodeContext) -> D
             }
             let scope = ScopeInfo::new(ss.scope.as_ref(), &ss.schema_url, limits, &mut sc.text, &mut sc.truncated);
             for span in &ss.spans {
-                match check_span(span) {
+                match check_span(span, ctx.now_ns, limits) {
+                    Ok(_) if !cols.rs.fits(&res, &scope, 0) => tally.reject(Reason::RepeatedTooLarge),
                     Ok(ok) => {
                         cols.append(span, &ok, limits, &mut sc);
                         cols.rs.append(&res, &scope);

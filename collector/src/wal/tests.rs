@@ -1,5 +1,5 @@
 //! WAL tests: replay, truncation, group commit order, and the corruption matrix of
-//! shared/TESTPLAN.md §B3.
+//! docs/TESTING.md §B3.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tracelight_model::telemetry::Registry;
-use tracelight_model::{BatchSink, Signal, SignalBatch, SinkError, Tenant};
+use tracelight_model::{BatchSink, Reservation, Signal, SignalBatch, SinkError, Tenant};
 
 use super::*;
 use crate::decode::{self, DecodeContext, Format, ItemLimits};
@@ -16,8 +16,8 @@ use crate::decode::{self, DecodeContext, Format, ItemLimits};
 struct Recorder(Mutex<Vec<(u64, usize)>>);
 
 impl BatchSink for Recorder {
-    fn admit(&self, _: usize) -> Result<(), SinkError> {
-        Ok(())
+    fn admit(&self, _: &SignalBatch, _: usize) -> Result<Reservation, SinkError> {
+        Ok(Reservation::none())
     }
     fn consume(&self, lsn: u64, batches: Vec<SignalBatch>) {
         self.0.lock().push((lsn, batches.iter().map(|b| b.num_rows()).sum()));

@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use tracelight_index::LogSearch;
 use tracelight_model::correlate::{
-    Cursor, LogList, LogQuery, ServiceEdge, ServiceMap, ServiceStats, SpanRecord, TraceDetail, TraceList, TraceQuery,
-    TraceSummary,
+    Cursor, LogList, LogQuery, MAX_CURSOR_SKIP, ServiceEdge, ServiceMap, ServiceStats, SpanRecord, TraceDetail,
+    TraceList, TraceQuery, TraceSummary,
 };
 use tracelight_model::{QueryError, QueryRequest, ScanStats, Signal, Tenant};
 
@@ -183,7 +183,17 @@ impl Engine {
             (true, Some(last)) => {
                 let at_last = logs.iter().filter(|l| l.time_ns == last.time_ns).count() as u64;
                 let carried = if last.time_ns == s.end_ns - 1 { s.skip_at_end as u64 } else { 0 };
-                Some(Cursor { time_ns: last.time_ns, skip: carried + at_last, key: String::new() }.encode())
+                let skip = carried + at_last;
+                // Past MAX_CURSOR_SKIP records at one nanosecond, paging moves on to older times
+                // (the rest of that nanosecond is reachable only by a narrower query).
+                Some(
+                    if skip > MAX_CURSOR_SKIP {
+                        Cursor { time_ns: last.time_ns.saturating_sub(1), skip: 0, key: String::new() }
+                    } else {
+                        Cursor { time_ns: last.time_ns, skip, key: String::new() }
+                    }
+                    .encode(),
+                )
             }
             _ => None,
         };

@@ -61,7 +61,8 @@ async fn fixture() -> Fixture {
     let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
     catalog.migrate().await.unwrap();
     let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
-    let head = Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30 }, &registry));
+    let head =
+        Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30, ..Default::default() }, &registry));
     let flusher = Flusher::new(
         head.clone(),
         catalog.clone(),

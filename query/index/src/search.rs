@@ -47,6 +47,10 @@ pub struct LogSearch {
     pub skip_at_end: usize,
 }
 
+/// Most hits one log search may ask of each index (a page of at most 1,000 plus a cursor's
+/// skip of at most `MAX_CURSOR_SKIP`, with room to spare).
+pub const MAX_WANT: usize = 100_000;
+
 /// Where a hit's row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Source {
@@ -188,7 +192,12 @@ impl IndexSearch {
             return Ok((RecordBatch::new_empty(Signal::Logs.schema()), stats));
         }
         let query = self.log_query(s)?;
-        let want = s.limit + s.skip_at_end;
+        // Both come from the caller (a page size and a cursor): never size an allocation from
+        // them unchecked (TopDocs reserves twice what it is asked for).
+        let want = s.limit.saturating_add(s.skip_at_end);
+        if want > MAX_WANT {
+            return Err(IndexError::Invalid(format!("a search may ask for at most {MAX_WANT} hits, not {want}")));
+        }
         let (h0, h1) = (hour_of(s.start_ns), hour_of(s.end_ns - 1));
         let parts = self.head.partitions(tenant, Signal::Logs, h0, h1);
         let segments =

@@ -69,7 +69,10 @@ impl Fixture {
         let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
         catalog.migrate().await.unwrap();
         let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
-        let head = Arc::new(Head::new(HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30 }, &registry));
+        let head = Arc::new(Head::new(
+            HeadConfig { max_bytes: 1 << 30, flush_rows: 1 << 30, ..Default::default() },
+            &registry,
+        ));
         let flusher = Flusher::new(
             head.clone(),
             catalog.clone(),
@@ -194,6 +197,25 @@ async fn pages_follow_each_other_without_gaps_or_repeats() {
     sorted.dedup();
     assert_eq!(sorted.len(), 25, "every record exactly once: {seen:?}");
     assert_eq!(seen.len(), 25);
+}
+
+#[tokio::test]
+async fn a_forged_skip_is_refused_not_allocated() {
+    // `limit + skip` once went straight to TopDocs, which reserves twice that: a cursor with a
+    // skip of 2^45 aborted the process.
+    let mut fx = Fixture::new().await;
+    fx.put(&DATA[..2]);
+    fx.flusher.flush_once().await.unwrap();
+    fx.put(&DATA[2..4]);
+    for skip in [35_184_372_088_832usize, usize::MAX, crate::search::MAX_WANT] {
+        let s = LogSearch { limit: 10, skip_at_end: skip, ..everything() };
+        match fx.search.logs(&Tenant::default(), &s).await {
+            Err(IndexError::Invalid(m)) => assert!(m.contains("at most"), "{m}"),
+            other => panic!("skip {skip}: {:?}", other.map(|(b, _)| b.num_rows())),
+        }
+    }
+    let s = LogSearch { limit: 10, skip_at_end: 10_000, ..everything() };
+    assert_eq!(fx.search.logs(&Tenant::default(), &s).await.unwrap().0.num_rows(), 4);
 }
 
 #[tokio::test]

@@ -7,17 +7,19 @@
 //! segments written from the same LSNs ([`HeadSnapshot::overlap_from_lsn`]), so a row is never
 //! counted twice nor missed while a flush is in progress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
-use arrow::array::{Array, BooleanArray, TimestampNanosecondArray};
-use arrow::compute::filter_record_batch;
+use arrow::array::{Array, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
+pub use tracelight_model::sink::batch_bytes;
 use tracelight_model::telemetry::{Gauge, Registry};
 use tracelight_model::time::hour_of;
-use tracelight_model::{BatchSink, Signal, SignalBatch, SinkError, Tenant};
+use tracelight_model::{BatchSink, Reservation, Signal, SignalBatch, SinkError, Tenant};
 
 /// Where rows of one tenant, signal and hour live.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,7 +58,19 @@ pub struct HeadConfig {
     pub max_bytes: usize,
     /// Ask for a flush once the active generation holds this many rows.
     pub flush_rows: usize,
+    /// Most partitions (tenant, signal, hour) one generation may hold, so one flush writes at
+    /// most this many segments. A request that would add more waits (retryably) for a flush.
+    pub max_partitions: usize,
 }
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { max_bytes: 512 << 20, flush_rows: 1_000_000, max_partitions: DEFAULT_MAX_PARTITIONS }
+    }
+}
+
+/// See [`HeadConfig::max_partitions`].
+pub const DEFAULT_MAX_PARTITIONS: usize = 1024;
 
 /// What a query reads from the head for one table.
 pub struct HeadSnapshot {
@@ -83,6 +97,8 @@ pub struct HeadParts {
 
 pub struct Head {
     inner: RwLock<Inner>,
+    /// Bytes admitted but not yet consumed (see [`Reservation`]).
+    reserved: Arc<AtomicUsize>,
     config: HeadConfig,
     flush_wanted: Notify,
     bytes_gauge: Arc<Gauge>,
@@ -93,6 +109,7 @@ impl Head {
     pub fn new(config: HeadConfig, registry: &Registry) -> Head {
         Head {
             inner: RwLock::new(Inner::default()),
+            reserved: Arc::new(AtomicUsize::new(0)),
             config,
             flush_wanted: Notify::new(),
             bytes_gauge: registry
@@ -185,16 +202,42 @@ impl Head {
 }
 
 impl BatchSink for Head {
-    fn admit(&self, bytes: usize) -> Result<(), SinkError> {
-        let held = self.bytes();
-        if held + bytes > self.config.max_bytes {
+    fn admit(&self, batch: &SignalBatch, bytes: usize) -> Result<Reservation, SinkError> {
+        let (held, partitions, new_partitions) = {
+            let inner = self.inner.read();
+            let held = inner.active.bytes + inner.flushing.as_ref().map_or(0, |g| g.bytes);
+            let hours = hours_of(batch, self.config.max_partitions + 1);
+            let new = hours
+                .iter()
+                .filter(|h| {
+                    let key = PartitionKey { tenant: batch.tenant.clone(), signal: batch.signal, hour: **h };
+                    !inner.active.partitions.contains_key(&key)
+                })
+                .count();
+            (held, inner.active.partitions.len(), new)
+        };
+        if new_partitions > 0 && partitions > 0 && partitions + new_partitions > self.config.max_partitions {
             self.flush_wanted.notify_one();
             return Err(SinkError::Overloaded {
-                reason: format!("in-memory head holds {held} bytes, its bound is {}", self.config.max_bytes),
+                reason: format!(
+                    "the head holds {partitions} partitions, its bound per flush is {}",
+                    self.config.max_partitions
+                ),
                 retry_after_secs: 2,
             });
         }
-        Ok(())
+        let free = self.config.max_bytes.saturating_sub(held);
+        Reservation::try_take(&self.reserved, bytes, free).ok_or_else(|| {
+            self.flush_wanted.notify_one();
+            SinkError::Overloaded {
+                reason: format!(
+                    "in-memory head holds {held} bytes and {} more are admitted, its bound is {}",
+                    self.reserved.load(std::sync::atomic::Ordering::Acquire),
+                    self.config.max_bytes
+                ),
+                retry_after_secs: 2,
+            }
+        })
     }
 
     fn request_flush(&self) {
@@ -224,18 +267,32 @@ impl BatchSink for Head {
     }
 }
 
-/// Memory a batch adds to the head: the logical size of each column's slice. Arrays that share
-/// one buffer (zero-copy IPC reads, slices) would be counted once per column by
-/// `get_array_memory_size`, making the head look full when it is not.
-pub fn batch_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or_else(|_| c.get_array_memory_size()))
-        .sum()
+/// The distinct hours of a batch's time column, at most `cap` of them.
+fn hours_of(b: &SignalBatch, cap: usize) -> BTreeSet<i64> {
+    let mut hours = BTreeSet::new();
+    if let Some(times) = b
+        .batch
+        .column_by_name(b.signal.time_column())
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    {
+        let mut last = None;
+        for t in times.values().iter() {
+            let h = hour_of(*t);
+            if last != Some(h) {
+                last = Some(h);
+                hours.insert(h);
+                if hours.len() >= cap {
+                    break;
+                }
+            }
+        }
+    }
+    hours
 }
 
-/// Splits a batch into one batch per hour of its time column (usually just one).
+/// Splits a batch into one batch per hour of its time column (usually just one). Linear in
+/// rows whatever the number of hours: one stable sort of row numbers by hour, one `take`, then
+/// zero-copy slices per hour (the head counts a slice's bytes, not its parent's).
 fn split_by_hour(b: SignalBatch, out: &mut Vec<(PartitionKey, RecordBatch)>) {
     let n = b.batch.num_rows();
     if n == 0 {
@@ -248,14 +305,19 @@ fn split_by_hour(b: SignalBatch, out: &mut Vec<(PartitionKey, RecordBatch)>) {
         out.push((PartitionKey { tenant: b.tenant, signal: b.signal, hour: first }, b.batch));
         return;
     }
-    let mut hours: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
-    let per_row = hours.clone();
-    hours.sort_unstable();
-    hours.dedup();
-    for h in hours {
-        let mask = BooleanArray::from(per_row.iter().map(|x| *x == h).collect::<Vec<_>>());
-        let part = filter_record_batch(&b.batch, &mask).expect("mask has the batch's length");
-        out.push((PartitionKey { tenant: b.tenant.clone(), signal: b.signal, hour: h }, part));
+    let mut order: Vec<(i64, u32)> = times.values().iter().enumerate().map(|(i, t)| (hour_of(*t), i as u32)).collect();
+    order.sort_unstable();
+    let indices = UInt32Array::from_iter_values(order.iter().map(|(_, i)| *i));
+    let sorted = take_record_batch(&b.batch, &indices).expect("indices are in bounds");
+    let mut start = 0;
+    while start < n {
+        let h = order[start].0;
+        let end = start + order[start..].partition_point(|(x, _)| *x == h);
+        out.push((
+            PartitionKey { tenant: b.tenant.clone(), signal: b.signal, hour: h },
+            sorted.slice(start, end - start),
+        ));
+        start = end;
     }
 }
 
@@ -269,7 +331,70 @@ mod tests {
     use arrow::ipc::reader::StreamReader;
     use arrow::ipc::writer::StreamWriter;
 
-    use super::batch_bytes;
+    use super::*;
+    use arrow::array::{Array, TimestampNanosecondArray};
+    use tracelight_model::schema::ts_type;
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    /// A batch of `Signal::Logs` with only the time column: all the head looks at.
+    fn batch(times: &[i64]) -> SignalBatch {
+        let t = TimestampNanosecondArray::from(times.to_vec()).with_data_type(ts_type());
+        let batch = RecordBatch::try_from_iter([("time", Arc::new(t) as _)]).unwrap();
+        SignalBatch { tenant: Tenant::default(), signal: Signal::Logs, batch }
+    }
+
+    fn head(max_bytes: usize, max_partitions: usize) -> Head {
+        Head::new(HeadConfig { max_bytes, flush_rows: 1 << 30, max_partitions }, &Registry::new())
+    }
+
+    #[test]
+    fn a_batch_over_many_hours_splits_in_linear_work_keeping_row_order() {
+        // 20,000 distinct hours in one request once took O(N²) on the WAL writer thread.
+        let n = 20_000i64;
+        let times: Vec<i64> = (0..n).map(|i| ((i * 7919) % n) * HOUR + i).chain([5 * HOUR + 1, 5 * HOUR]).collect();
+        let mut parts = Vec::new();
+        split_by_hour(batch(&times), &mut parts);
+        assert_eq!(parts.len(), n as usize);
+        assert_eq!(parts.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), times.len());
+        for (key, b) in &parts {
+            let t = b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+            assert!(t.values().iter().all(|v| hour_of(*v) == key.hour));
+        }
+        // Within an hour, rows keep their order of arrival.
+        let (_, five) = parts.iter().find(|(k, _)| k.hour == hour_of(5 * HOUR)).unwrap();
+        let t = five.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+        let mut want: Vec<i64> = times.iter().copied().filter(|v| hour_of(*v) == hour_of(5 * HOUR)).collect();
+        assert_eq!(t.values().to_vec(), std::mem::take(&mut want));
+    }
+
+    #[test]
+    fn admission_reserves_so_concurrent_requests_cannot_all_pass() {
+        // With a 1 MiB bound, 60 concurrent 400 KB requests once pushed the head to 7.3x it.
+        let h = head(1 << 20, 16);
+        let b = batch(&[HOUR]);
+        let held: Vec<Reservation> = (0..60).filter_map(|_| h.admit(&b, 400_000).ok()).collect();
+        assert_eq!(held.len(), 2, "only what fits is admitted");
+        drop(held);
+        assert!(h.admit(&b, 400_000).is_ok(), "a dropped reservation gives its room back");
+        // Consumed rows count against the bound as held bytes.
+        h.consume(1, vec![batch(&vec![HOUR; 100_000])]);
+        assert!(h.bytes() >= 800_000);
+        assert!(h.admit(&b, 400_000).is_err());
+    }
+
+    #[test]
+    fn a_generation_holds_a_bounded_number_of_partitions() {
+        let h = head(1 << 30, 3);
+        h.consume(1, vec![batch(&[0, HOUR, 2 * HOUR])]);
+        assert!(h.admit(&batch(&[HOUR, 2 * HOUR]), 10).is_ok(), "existing partitions are fine");
+        let e = h.admit(&batch(&[3 * HOUR]), 10).unwrap_err();
+        assert!(e.to_string().contains("partitions"), "{e}");
+        // After the flush the new generation starts empty, and one request always fits.
+        h.begin_flush().unwrap();
+        h.finish_flush();
+        assert!(h.admit(&batch(&(0..10).map(|i| i * HOUR).collect::<Vec<_>>()), 10).is_ok());
+    }
 
     #[test]
     fn replayed_ipc_batches_are_not_counted_once_per_column() {

@@ -33,8 +33,14 @@ pub struct LoginArgs {
 }
 
 /// Only a path on this server: no scheme, no `//host`, no backslash tricks.
-fn safe_next(next: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
+/// Where to go after sign-in: only a path on this server. It must start with exactly one `/`
+/// and hold no backslash and no control character (browsers strip tabs and newlines, so
+/// `/\t/evil.example` would become the scheme-relative `//evil.example`).
+pub(crate) fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/')
+        && !next[1..].starts_with('/')
+        && !next.chars().any(|c| c == '\\' || c.is_control())
+        && !next.contains("://");
     if ok { next.to_string() } else { "/".into() }
 }
 

@@ -209,14 +209,20 @@ struct Tail {
     seen: HashMap<String, i64>,
     started: std::time::Instant,
     pending: Vec<Event>,
+    /// Set after an error: the stream sends its notice and ends (the browser's reconnect then
+    /// gets the error as a status, not an endless stream of notices).
+    stopped: bool,
 }
+
+/// How far from now a tail's `from` may be.
+const TAIL_FROM_RANGE_NS: i64 = 86_400_000_000_000;
 
 impl Tail {
     /// The records that matched since the last poll, oldest first.
     async fn poll(&mut self) -> Result<Vec<Event>, String> {
         let now = now_ns();
         let mut q = self.q.clone();
-        q.start_ns = (self.from - TAIL_LOOKBACK_NS).max(now - TAIL_LOOKBACK_NS);
+        q.start_ns = self.from.saturating_sub(TAIL_LOOKBACK_NS).max(now - TAIL_LOOKBACK_NS);
         q.end_ns = now + 1;
         q.limit = TAIL_BATCH;
         let list = self.query.logs(q.clone()).await.map_err(|e| e.to_string())?;
@@ -243,28 +249,34 @@ pub async fn tail(
 ) -> Result<Response, AppError> {
     let tenant = super::login::authorize_page(&state, &headers)?;
     let p = Params::new(pairs);
+    let now = now_ns();
     let from = match p.get("from") {
-        Some(f) => {
-            f.parse::<i64>().map_err(|_| AppError::BadRequest(format!("from must be Unix nanoseconds, not {f:?}")))?
-        }
-        None => now_ns(),
+        Some(f) => f.parse::<i64>().ok().filter(|f| f.abs_diff(now) <= TAIL_FROM_RANGE_NS as u64).ok_or_else(|| {
+            AppError::BadRequest(format!("from must be Unix nanoseconds within a day of now, not {f:?}"))
+        })?,
+        None => now,
     };
     let mut q = log_query(&p.without("from"))?;
     q.tenant = Some(tenant);
-    let tail = Tail {
+    let mut tail = Tail {
         query: state.query.clone(),
         q,
         from,
         seen: HashMap::new(),
         started: std::time::Instant::now(),
         pending: Vec::new(),
+        stopped: false,
     };
+    // The first poll runs before the stream starts, so a bad query is a 400, not a stream.
+    let mut first = tail.poll().await.map_err(AppError::BadRequest)?;
+    first.reverse();
+    tail.pending = first;
     let events = stream::unfold(tail, |mut t| async move {
         loop {
             if let Some(e) = t.pending.pop() {
                 return Some((Ok::<_, Infallible>(e), t));
             }
-            if t.started.elapsed() > TAIL_LIFETIME {
+            if t.stopped || t.started.elapsed() > TAIL_LIFETIME {
                 return None;
             }
             match t.poll().await {
@@ -272,7 +284,10 @@ pub async fn tail(
                     events.reverse();
                     t.pending = events;
                 }
-                Err(e) => return Some((Ok(Event::default().event("notice").data(format!("tail stopped: {e}"))), t)),
+                Err(e) => {
+                    t.stopped = true;
+                    return Some((Ok(Event::default().event("notice").data(format!("tail stopped: {e}"))), t));
+                }
             }
             if t.pending.is_empty() {
                 tokio::time::sleep(TAIL_EVERY).await;

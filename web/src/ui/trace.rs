@@ -96,22 +96,30 @@ pub struct Exemplar {
 }
 
 /// The spans of `root`'s subtree (`root` first).
+/// Linear however the span IDs repeat: as in `span_tree`, the first span with an ID owns
+/// the children that name it, and every span is visited once.
 fn subtree(spans: &[SpanRecord], root: &str) -> Vec<SpanRecord> {
-    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(spans.len());
     for (i, s) in spans.iter().enumerate() {
-        if let Some(p) = s.parent_span_id.as_deref() {
-            children.entry(p).or_default().push(i);
+        first.entry(s.span_id.as_str()).or_insert(i);
+    }
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+    for (i, s) in spans.iter().enumerate() {
+        if let Some(&p) = s.parent_span_id.as_deref().and_then(|p| first.get(p))
+            && p != i
+        {
+            children[p].push(i);
         }
     }
     let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<usize> = spans.iter().position(|s| s.span_id == root).into_iter().collect();
+    let mut seen = vec![false; spans.len()];
+    let mut stack: Vec<usize> = first.get(root).copied().into_iter().collect();
     while let Some(i) = stack.pop() {
-        if !seen.insert(i) {
+        if std::mem::replace(&mut seen[i], true) {
             continue;
         }
         out.push(spans[i].clone());
-        stack.extend(children.get(spans[i].span_id.as_str()).into_iter().flatten());
+        stack.extend(std::mem::take(&mut children[i]));
     }
     out
 }
@@ -377,7 +385,14 @@ pub async fn page(
     {
         return Err(AppError::NotFound(format!("trace {id} has no span {f}")).into());
     }
-    let mut page = build(&detail, focus.as_deref());
-    page.render_ms = clock.ms();
-    Ok(render(&page))
+    // Building and rendering a large trace is CPU work: keep it off the runtime that serves
+    // ingest and health checks.
+    let page = tokio::task::spawn_blocking(move || {
+        let mut page = build(&detail, focus.as_deref());
+        page.render_ms = clock.ms();
+        render(&page)
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("trace page task failed: {e}")))?;
+    Ok(page)
 }
