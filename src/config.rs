@@ -30,6 +30,7 @@ pub struct Config {
     pub query: QuerySection,
     pub retention: RetentionSection,
     pub api: Api,
+    pub auth: AuthSection,
     pub alerts: AlertsSection,
     /// SLOs: `[[slo]]` tables (none by default).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -62,6 +63,9 @@ impl Default for AlertsSection {
 pub struct SloConfig {
     /// Letters, digits, `.`, `_`, `-`; unique. Used in URLs and alert identities.
     pub name: String,
+    /// The tenant whose data it counts; only tokens that cover it see the SLO.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub service: String,
     /// Percent of good events, e.g. 99.9.
     pub objective: f64,
@@ -77,6 +81,10 @@ pub struct SloConfig {
     /// Burn-rate rules; empty: the SRE Workbook's four, scaled to the window.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+}
+
+fn default_tenant() -> String {
+    tracelight_model::Tenant::default().to_string()
 }
 
 fn default_slo_window() -> String {
@@ -195,8 +203,7 @@ pub struct HeadSection {
     /// ...or once it holds this many rows, whichever comes first.
     pub flush_rows: usize,
     /// Most (tenant, signal, hour) partitions one flush writes; a request that would add more
-    /// waits (retryably) for the flush. (One request alone may still touch every hour of
-    /// `ingest.accept_past` + `ingest.accept_future`.)
+    /// waits (retryably) for the flush, and one that alone spans more hours is refused.
     pub max_partitions: usize,
 }
 
@@ -209,6 +216,9 @@ pub struct QuerySection {
     pub memory_limit_bytes: usize,
     /// Rows returned at most; the response says when it was cut.
     pub max_result_rows: usize,
+    /// Bytes (as JSON) a SQL result returns at most; rows past it are cut (the response says
+    /// so), and a single row over it is an error.
+    pub max_result_bytes: usize,
     /// Threads of the query pool (kept apart from ingest).
     pub threads: usize,
     /// Widest time range of a trace search, log search or services query.
@@ -236,8 +246,47 @@ impl Default for RetentionSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
-    /// Bearer tokens accepted on /api/. Empty: no authentication.
+    /// Deprecated: bearer tokens with the `read` and `admin` scopes on every tenant. Use
+    /// `[[auth.tokens]]`.
     pub tokens: Vec<String>,
+    /// Host names the UI and API answer to while no token is configured (IP addresses and
+    /// `localhost` always pass): a guard against DNS rebinding. Add the name users type.
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `[[auth.tokens]]`: each token with the tenants and scopes it covers. With no token
+    /// configured anywhere, every request is allowed.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One `[[auth.tokens]]`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret itself (at least 8 characters), or...
+    #[serde(default)]
+    pub token: Option<String>,
+    /// ...a file holding it (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Tenants it covers: names, or `["*"]` for all.
+    pub tenants: Vec<String>,
+    /// Any of `ingest` (send telemetry), `read` (API, UI, SLOs), `admin` (`/metrics`).
+    pub scopes: Vec<tracelight_model::auth::Scope>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("tenants", &self.tenants)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -255,6 +304,7 @@ impl Default for Config {
             query: QuerySection::default(),
             retention: RetentionSection::default(),
             api: Api::default(),
+            auth: AuthSection::default(),
             alerts: AlertsSection::default(),
             slo: Vec::new(),
             notify: Vec::new(),
@@ -301,6 +351,7 @@ impl Default for QuerySection {
             timeout: "30s".into(),
             memory_limit_bytes: 1 << 30,
             max_result_rows: 10_000,
+            max_result_bytes: 16 << 20,
             threads: 2,
             max_search_range: "7d".into(),
             max_page: 1_000,
@@ -399,12 +450,65 @@ impl Config {
         if self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("node_id must be non-empty and use only letters, digits, '-' and '_'");
         }
-        for t in self.ingest.tokens.iter().chain(&self.api.tokens) {
-            if t.len() < 8 {
-                bail!("bearer tokens must be at least 8 characters");
+        self.auth()?;
+        Ok(())
+    }
+
+    /// The tokens of `[[auth.tokens]]`, plus the deprecated flat lists (`ingest.tokens`: the
+    /// `ingest` scope, `api.tokens`: `read` and `admin`, both on every tenant). Token files
+    /// are read here.
+    pub fn auth(&self) -> anyhow::Result<tracelight_model::auth::Auth> {
+        use tracelight_model::auth::{Grant, Scope, Tenants};
+        let mut grants = Vec::new();
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            let what = format!("auth.tokens[{i}]");
+            let token = match (&t.token, &t.token_file) {
+                (Some(tok), None) => tok.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| format!("{what}: cannot read token_file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+                _ => bail!("{what}: set exactly one of token and token_file"),
+            };
+            if t.scopes.is_empty() {
+                bail!("{what}: scopes is empty; give some of \"ingest\", \"read\", \"admin\"");
+            }
+            let tenants = if t.tenants.iter().any(|n| n == "*") {
+                if t.tenants.len() > 1 {
+                    bail!("{what}: tenants = [\"*\"] covers all; list no others beside it");
+                }
+                Tenants::All
+            } else if t.tenants.is_empty() {
+                bail!("{what}: tenants is empty; list tenant names or [\"*\"]");
+            } else {
+                Tenants::Only(
+                    t.tenants
+                        .iter()
+                        .map(|n| {
+                            tracelight_model::Tenant::new(n).map_err(|e| anyhow::anyhow!("{what}: tenant {n:?}: {e}"))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                )
+            };
+            grants.push(Grant { token, tenants, scopes: t.scopes.clone() });
+        }
+        for t in &self.ingest.tokens {
+            grants.push(Grant { token: t.clone(), tenants: Tenants::All, scopes: vec![Scope::Ingest] });
+        }
+        for t in &self.api.tokens {
+            grants.push(Grant { token: t.clone(), tenants: Tenants::All, scopes: vec![Scope::Read, Scope::Admin] });
+        }
+        for g in &grants {
+            if g.token.len() < 8 || g.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("bearer tokens must be at least 8 characters, without spaces or control characters");
             }
         }
-        Ok(())
+        for (i, a) in grants.iter().enumerate() {
+            if grants[..i].iter().any(|b| b.token == a.token && b.scopes != a.scopes) {
+                bail!("the same token is configured twice with different scopes; give each token one entry");
+            }
+        }
+        Ok(tracelight_model::auth::Auth::new(grants))
     }
 
     pub fn catalog_url(&self) -> String {
@@ -557,6 +661,8 @@ impl Config {
             }
             out.push(SloSpec {
                 name: c.name.clone(),
+                tenant: tracelight_model::Tenant::new(&c.tenant)
+                    .map_err(|e| anyhow::anyhow!("{what}: tenant {:?}: {e}", c.tenant))?,
                 service: c.service.clone(),
                 objective: c.objective,
                 window_ns,
@@ -762,6 +868,50 @@ kind = "webhook"
 url = "https://relay.example/hook"
 secret = "whsec_c2VjcmV0"
 "#;
+
+    #[test]
+    fn tokens_bind_tenants_and_scopes_and_flat_lists_still_work() {
+        use tracelight_model::auth::{Denied, Scope};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tok");
+        std::fs::write(&file, "  from-a-file-1\n").unwrap();
+        let text = format!(
+            r#"
+[ingest]
+tokens = ["legacy-ingest"]
+[[auth.tokens]]
+token = "team-a-writer"
+tenants = ["a"]
+scopes = ["ingest"]
+[[auth.tokens]]
+token_file = "{}"
+tenants = ["*"]
+scopes = ["read", "admin"]
+"#,
+            file.display()
+        );
+        let c = load_text(&text).unwrap();
+        let auth = c.auth().unwrap();
+        let a = tracelight_model::Tenant::new("a").unwrap();
+        let b = tracelight_model::Tenant::new("b").unwrap();
+        assert_eq!(auth.check(Some("Bearer team-a-writer"), &a, Scope::Ingest), Ok(()));
+        assert!(matches!(auth.check(Some("Bearer team-a-writer"), &b, Scope::Ingest), Err(Denied::Forbidden(_))));
+        assert_eq!(auth.check(Some("Bearer legacy-ingest"), &b, Scope::Ingest), Ok(()), "flat lists: every tenant");
+        assert_eq!(auth.check_scope(Some("Bearer from-a-file-1"), Scope::Admin), Ok(()));
+        assert!(!format!("{c:?}").contains("team-a-writer"), "tokens stay out of Debug output");
+        for (change, msg) in [
+            (text.replace("tenants = [\"a\"]", "tenants = []"), "tenants is empty"),
+            (text.replace("tenants = [\"a\"]", "tenants = [\"../etc\"]"), "invalid tenant"),
+            (text.replace("tenants = [\"a\"]", "tenants = [\"*\", \"a\"]"), "covers all"),
+            (text.replace("scopes = [\"ingest\"]", "scopes = []"), "scopes is empty"),
+            (text.replace("scopes = [\"ingest\"]", "scopes = [\"write\"]"), "unknown variant"),
+            (text.replace("token = \"team-a-writer\"", "token = \"short\""), "at least 8"),
+            (text.replace("token = \"team-a-writer\"", ""), "exactly one of token and token_file"),
+        ] {
+            let err = load_text(&change).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(msg), "{msg}: {err}");
+        }
+    }
 
     #[test]
     fn slos_and_channels_parse_and_are_checked() {

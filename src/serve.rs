@@ -22,6 +22,7 @@ use crate::config::Config;
 
 struct Ready {
     wal: Wal,
+    flusher: Arc<Flusher>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -33,7 +34,7 @@ impl Readiness for Ready {
         if !self.wal.healthy() {
             return Err("the write-ahead log failed; ingest is stopped until restart".into());
         }
-        Ok(())
+        self.flusher.healthy()
     }
 }
 
@@ -133,13 +134,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             threads: config.query.threads,
             max_search_range: config.max_search_range()?,
             max_page: config.query.max_page,
+            max_result_bytes: config.query.max_result_bytes,
         },
         &registry,
     )?);
+    let auth = Arc::new(config.auth()?);
+    if !config.ingest.tokens.is_empty() || !config.api.tokens.is_empty() {
+        tracing::warn!(
+            "ingest.tokens and api.tokens are deprecated: they cover every tenant (ingest: the ingest scope; \
+             api: read and admin). Use [[auth.tokens]] with tenants and scopes."
+        );
+    }
+    if auth.is_open() {
+        tracing::warn!("no tokens are configured: anyone who can reach the listeners may write and read every tenant");
+    }
     let ingest_config = IngestConfig {
         max_request_bytes: config.ingest.max_request_bytes,
         item_limits,
-        tokens: config.ingest.tokens.clone(),
+        auth: auth.clone(),
         max_wal_bytes: config.wal.max_bytes,
     };
     let ingestor = Arc::new(Ingestor::new(wal.clone(), head.clone(), ingest_config, &registry));
@@ -161,8 +173,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         query: engine.clone(),
         registry: registry.clone(),
-        readiness: Arc::new(Ready { wal: wal.clone(), stopping: stopping.clone() }),
-        api_tokens: Arc::new(config.api.tokens.clone()),
+        readiness: Arc::new(Ready { wal: wal.clone(), flusher: flusher.clone(), stopping: stopping.clone() }),
+        auth,
+        allowed_hosts: Arc::new(config.api.allowed_hosts.clone()),
         slos: slos.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -323,7 +336,9 @@ async fn retention(
     tokio::pin!(stop);
     loop {
         let cutoff = tracelight_model::time::now_ns().saturating_sub(period.as_nanos() as i64);
-        match tracelight_storage::apply_retention(&catalog, &store, cutoff).await {
+        // Files outlive their catalog rows by more than the longest query.
+        let grace = engine.query_timeout() + std::time::Duration::from_secs(30);
+        match tracelight_storage::apply_retention(&catalog, &store, cutoff, grace).await {
             Ok(r) if r.segments > 0 => {
                 engine.forget_segments(&r.paths);
                 tracing::info!(segments = r.segments, bytes = r.bytes, "retention removed expired partitions");

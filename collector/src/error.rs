@@ -35,6 +35,10 @@ pub enum IngestError {
     /// Missing or wrong bearer token: do not retry (gRPC UNAUTHENTICATED, HTTP 401).
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    /// A valid token that does not cover the tenant or the ingest scope: do not retry (gRPC
+    /// PERMISSION_DENIED, HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Bad tenant header (HTTP 400).
     #[error(transparent)]
     Tenant(#[from] tracelight_model::TenantError),
@@ -53,6 +57,7 @@ impl IngestError {
             IngestError::Overloaded { .. } => "overloaded",
             IngestError::Wal(_) => "wal_failed",
             IngestError::Unauthenticated => "unauthenticated",
+            IngestError::Forbidden(_) => "forbidden",
             IngestError::Tenant(_) => "invalid_tenant",
         }
     }

@@ -121,6 +121,7 @@ fn to_status(e: IngestError) -> Status {
             ErrorDetails::with_retry_info(Some(Duration::from_secs(30))),
         ),
         IngestError::Unauthenticated => Status::unauthenticated(e.to_string()),
+        IngestError::Forbidden(why) => Status::permission_denied(why),
         IngestError::Tenant(t) => Status::invalid_argument(t.to_string()),
     }
 }

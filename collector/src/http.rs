@@ -113,6 +113,7 @@ fn error_response(format: Format, e: IngestError) -> Response {
         }
         IngestError::Wal(_) => (StatusCode::SERVICE_UNAVAILABLE, 14, Some(30)),
         IngestError::Unauthenticated => (StatusCode::UNAUTHORIZED, 16, None),
+        IngestError::Forbidden(_) => (StatusCode::FORBIDDEN, 7, None),
     };
     let message = e.to_string();
     let body = match format {

@@ -9,7 +9,7 @@ use tracelight_model::{BatchSink, Reservation, Signal, SignalBatch, SinkError, T
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use tracelight_model::auth::bearer_allowed;
+use tracelight_model::auth::{Auth, Denied, Scope};
 
 use crate::decode::{self, DecodeContext, Decoded, Format, ItemLimits};
 use crate::error::IngestError;
@@ -22,8 +22,8 @@ pub struct IngestConfig {
     pub max_request_bytes: usize,
     /// Per-item limits applied during decode.
     pub item_limits: ItemLimits,
-    /// Bearer tokens accepted for ingest; empty means no authentication.
-    pub tokens: Vec<String>,
+    /// Tokens with their tenants and scopes; none configured means no authentication.
+    pub auth: Arc<Auth>,
     /// Refuse new requests (retryably) while the WAL holds more than this many bytes.
     pub max_wal_bytes: u64,
 }
@@ -33,7 +33,7 @@ impl Default for IngestConfig {
         IngestConfig {
             max_request_bytes: 16 << 20,
             item_limits: ItemLimits::default(),
-            tokens: Vec::new(),
+            auth: Arc::new(Auth::default()),
             max_wal_bytes: 4 << 30,
         }
     }
@@ -151,10 +151,11 @@ impl Ingestor {
         body: &[u8],
     ) -> Result<ExportOutcome, IngestError> {
         let result = async {
-            if !bearer_allowed(authorization, &self.config.tokens) {
-                return Err(IngestError::Unauthenticated);
-            }
             let tenant = Tenant::from_header(tenant)?;
+            self.config.auth.check(authorization, &tenant, Scope::Ingest).map_err(|d| match d {
+                Denied::Unauthenticated => IngestError::Unauthenticated,
+                Denied::Forbidden(why) => IngestError::Forbidden(why),
+            })?;
             let ctx = DecodeContext {
                 tenant,
                 now_ns: tracelight_model::time::now_ns(),
@@ -199,6 +200,7 @@ impl Ingestor {
         }
         self.sink.admit(batch, bytes).map_err(|e| match e {
             SinkError::Overloaded { reason, retry_after_secs } => IngestError::Overloaded { reason, retry_after_secs },
+            e @ SinkError::TooSpread { .. } => IngestError::Invalid(e.to_string()),
         })
     }
 }

@@ -13,9 +13,13 @@
 //! - **A failed fsync is fatal** for this WAL: the error is returned to every waiting request
 //!   and every later one; readiness turns false. It is never retried (the page cache may have
 //!   dropped the dirty pages: "fsyncgate").
-//! - **Damage is contained.** Replay reads each segment up to the first record whose header,
-//!   length or CRC is wrong, counts and logs the damage, truncates the segment there, and goes
-//!   on with the next segment. Start-up never fails because of a damaged tail.
+//! - **Damage is contained.** Replay skips a record whose header, length or CRC is wrong and
+//!   scans on to the next intact one (its magic, a correct CRC and a following LSN), counting
+//!   and logging the bytes skipped and keeping a copy of the segment in `wal/quarantine/`.
+//!   Damage with no intact record after it (a torn tail) is cut off. Start-up never fails
+//!   because of damage. (A record payload holds client bytes, so a client could plant what
+//!   looks like a record inside one; it is only ever looked at after real damage to the
+//!   record that holds it, and then must still carry a following LSN and a correct CRC.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -463,8 +467,27 @@ fn replay_segment(
                 pos += HEADER + payload.len();
             }
             Err(why) => {
-                damage = Some(why);
-                break;
+                // Scan on to the next intact record: damage in the middle of a file (a bad
+                // sector, a flipped bit) must not take every later record with it.
+                match next_intact(&data, pos + 1, last_lsn) {
+                    Some(next) => {
+                        stats.damaged += 1;
+                        stats.damaged_bytes += (next - pos) as u64;
+                        let kept = quarantine(path);
+                        tracing::warn!(
+                            segment = %path.display(),
+                            offset = pos,
+                            bytes_skipped = next - pos,
+                            copy = %kept,
+                            "WAL damage found ({why}); skipped to the next intact record"
+                        );
+                        pos = next;
+                    }
+                    None => {
+                        damage = Some(why);
+                        break;
+                    }
+                }
             }
         }
     }
@@ -502,6 +525,29 @@ fn quarantine(path: &Path) -> String {
         Ok(()) => target.display().to_string(),
         Err(e) => format!("copy failed: {e}"),
     }
+}
+
+/// The offset of the first intact record at or after `from` whose LSN follows `prev_lsn`.
+/// Each candidate (a magic number) costs a CRC over its claimed length; the search gives up
+/// after hashing four times the file, so planted candidates cannot make replay quadratic.
+fn next_intact(data: &[u8], from: usize, prev_lsn: u64) -> Option<usize> {
+    let magic = MAGIC.to_le_bytes();
+    let mut budget = data.len().saturating_mul(4);
+    let mut at = from;
+    while at + HEADER <= data.len() {
+        let found = data[at..].windows(4).position(|w| w == magic)?;
+        at += found;
+        if at + HEADER > data.len() {
+            return None;
+        }
+        let claimed = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        budget = budget.checked_sub(claimed.min(data.len() - at))?;
+        if parse_record(&data[at..], prev_lsn).is_ok() {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }
 
 /// Parses one record at the start of `buf`: `(lsn, payload)` or why it is damaged.

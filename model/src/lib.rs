@@ -22,6 +22,6 @@ pub mod slo;
 pub mod telemetry;
 pub mod time;
 
-pub use query::{Column, QueryError, QueryRequest, QueryResult, QueryService, ScanStats};
+pub use query::{Changes, Column, QueryError, QueryRequest, QueryResult, QueryService, ScanStats};
 pub use signal::{Signal, SignalBatch, TENANT_HEADER, Tenant, TenantError};
 pub use sink::{BatchSink, Reservation, SinkError};

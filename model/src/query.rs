@@ -132,4 +132,26 @@ pub trait QueryService: Send + Sync {
 
     /// One metric aggregated per bucket (see [`crate::metrics::aggregate`]).
     async fn metric_chart(&self, query: MetricQuery) -> Result<MetricChart, QueryError>;
+
+    /// Where rows of `tenant`/`signal` may have arrived since `created_after_ns`: the time
+    /// ranges of segments created after it and of every hour the unflushed head holds. A
+    /// reader that keeps derived counts (SLOs) recounts these, so data counts however late it
+    /// arrives. The default (no storage) reports nothing.
+    async fn changes_since(
+        &self,
+        _tenant: &crate::Tenant,
+        _signal: crate::Signal,
+        created_after_ns: i64,
+    ) -> Result<Changes, QueryError> {
+        Ok(Changes { ranges_ns: Vec::new(), segments_through_ns: created_after_ns })
+    }
+}
+
+/// See [`QueryService::changes_since`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// `[start, end)` time ranges, unordered, possibly overlapping.
+    pub ranges_ns: Vec<(i64, i64)>,
+    /// The newest creation time among the segments reported (the next call's argument).
+    pub segments_through_ns: i64,
 }

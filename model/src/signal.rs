@@ -75,8 +75,22 @@ pub const TENANT_HEADER: &str = "x-tracelight-tenant";
 
 /// A validated tenant name. Tenant names end up in storage paths and catalog rows, so they are
 /// restricted to `[a-z0-9_-]{1,64}` and never start with `-` or `_`: no `..`, no `/`, no `%`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Tenant(String);
+
+impl TryFrom<String> for Tenant {
+    type Error = TenantError;
+    fn try_from(s: String) -> Result<Tenant, TenantError> {
+        Tenant::new(&s)
+    }
+}
+
+impl From<Tenant> for String {
+    fn from(t: Tenant) -> String {
+        t.0
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(

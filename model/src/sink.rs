@@ -5,12 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::SignalBatch;
 
-/// Why a sink cannot take more data. Every variant is retryable by the client.
+/// Why a sink cannot take more data.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A configured memory or disk bound is reached; retry after the given delay.
     #[error("overloaded: {reason}")]
     Overloaded { reason: String, retry_after_secs: u32 },
+    /// The request alone touches more partitions than one flush may write: never retryable
+    /// as it is (split it, or send fewer distinct hours).
+    #[error("the request spans more than {max} hour partitions; split it into smaller requests")]
+    TooSpread { max: usize },
 }
 
 /// Memory promised to one admitted request until its rows are in the sink (or the request

@@ -71,6 +71,8 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloSpec {
     pub name: String,
+    /// Whose spans and metrics it counts, and who may see it.
+    pub tenant: crate::Tenant,
     pub service: String,
     /// Percent, e.g. 99.9.
     pub objective: f64,
@@ -91,7 +93,7 @@ impl SloSpec {
 
     /// What the stored counts depend on: a change means they are rebuilt.
     pub fn fingerprint(&self) -> String {
-        format!("{}|{}", self.service, serde_json::to_string(&self.sli).unwrap_or_default())
+        format!("{}|{}|{}", self.tenant, self.service, serde_json::to_string(&self.sli).unwrap_or_default())
     }
 }
 
@@ -304,6 +306,9 @@ pub trait SloStore: Send + Sync {
     async fn slo_reset(&self, slo: &str, fingerprint: &str) -> Result<(), StoreError>;
     /// Writes (replaces) per-minute counts and moves the built mark, in one transaction.
     async fn slo_put(&self, slo: &str, minutes: &[MinuteCounts], built_through_minute: i64) -> Result<(), StoreError>;
+    /// Up to which segment creation time the minutes new segments cover were recounted.
+    async fn slo_segments_mark(&self, slo: &str) -> Result<i64, StoreError>;
+    async fn slo_set_segments_mark(&self, slo: &str, through_ns: i64) -> Result<(), StoreError>;
     /// Counts of `slo` from `from_minute` on.
     async fn slo_minutes(&self, slo: &str, from_minute: i64) -> Result<Vec<MinuteCounts>, StoreError>;
     /// The last recorded state of each alert of `slo`: key → (state, since).
@@ -334,6 +339,7 @@ mod tests {
     fn spec(objective: f64, window_ns: i64) -> SloSpec {
         SloSpec {
             name: "checkout".into(),
+            tenant: crate::Tenant::default(),
             service: "checkout".into(),
             objective,
             window_ns,

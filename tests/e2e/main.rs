@@ -5,6 +5,7 @@ mod alertmanager;
 mod browser;
 mod crash;
 mod harness;
+mod hostile;
 mod ingest;
 mod otlp;
 mod overload;

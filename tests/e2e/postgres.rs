@@ -34,6 +34,7 @@ impl TempDb {
 #[tokio::test]
 async fn catalog_on_postgresql_keeps_everything_across_restarts() {
     let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
         eprintln!(
             "SKIPPED catalog_on_postgresql_keeps_everything_across_restarts: TRACELIGHT_TEST_POSTGRES_URL is not set"
         );

@@ -196,9 +196,12 @@ async fn bearer_tokens_guard_ingest_and_the_api() {
         .await
         .unwrap();
     assert_eq!(v["rows"], json!([[5]]));
-    // Health and metrics stay open for probes; secrets are never in logs or metrics.
+    // Health stays open for probes; /metrics wants an admin token (the flat API list has the
+    // admin scope); secrets are never in logs or metrics.
     assert_eq!(c.get(server.api("/readyz")).send().await.unwrap().status(), 200);
-    let metrics = c.get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(c.get(server.api("/metrics")).send().await.unwrap().status(), 401);
+    let metrics =
+        c.get(server.api("/metrics")).bearer_auth("api-secret-22").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tracelight_rejected_requests_total{reason=\"unauthenticated\"} 2"), "{metrics}");
     assert!(metrics.contains("tracelight_ingested_items_total{signal=\"spans\"} 5"), "{metrics}");
     for secret in ["ingest-secret-1", "api-secret-22"] {

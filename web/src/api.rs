@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tracelight_model::auth::bearer_allowed;
+use tracelight_model::auth::Scope;
 use tracelight_model::time::parse_time_ns;
 use tracelight_model::{QueryRequest, ScanStats, TENANT_HEADER, Tenant};
 
@@ -46,14 +46,17 @@ pub struct QueryResponse {
     pub stats: ScanStats,
 }
 
-/// Checks the API bearer token and picks the tenant.
+/// Picks the tenant (`X-Tracelight-Tenant`, default `default`) and checks that the bearer
+/// token may read it.
 pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Tenant, AppError> {
     let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !bearer_allowed(auth, &state.api_tokens) {
-        return Err(AppError::Unauthorized);
+    let tenant = Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    if state.auth.is_open() {
+        return Ok(tenant);
     }
-    Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
-        .map_err(|e| AppError::BadRequest(e.to_string()))
+    state.auth.check(auth, &tenant, Scope::Read)?;
+    Ok(tenant)
 }
 
 /// `POST /api/v1/query` `{"sql": "...", "start"?, "end"?}`.

@@ -12,6 +12,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A valid token that does not cover the tenant or scope asked for.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -35,11 +38,21 @@ impl From<QueryError> for AppError {
     }
 }
 
+impl From<tracelight_model::auth::Denied> for AppError {
+    fn from(d: tracelight_model::auth::Denied) -> Self {
+        match d {
+            tracelight_model::auth::Denied::Unauthenticated => AppError::Unauthorized,
+            tracelight_model::auth::Denied::Forbidden(why) => AppError::Forbidden(why),
+        }
+    }
+}
+
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             // The caller asked for too much: their query, their 4xx.
             AppError::Timeout(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -31,10 +31,13 @@ pub struct AppState {
     pub query: Arc<dyn QueryService>,
     pub registry: Arc<Registry>,
     pub readiness: Arc<dyn Readiness>,
-    /// Bearer tokens for `/api/`; empty means no authentication.
-    pub api_tokens: Arc<Vec<String>>,
+    /// Tokens with their tenants and scopes; none configured means no authentication.
+    pub auth: Arc<tracelight_model::auth::Auth>,
     /// The configured SLOs and their latest evaluation.
     pub slos: Arc<slo::SloEngine>,
+    /// Host names (besides IP literals and `localhost`) this port answers to while no token
+    /// is configured: a check against DNS rebinding.
+    pub allowed_hosts: Arc<Vec<String>>,
 }
 
 /// The router for port 4319.
@@ -52,7 +55,49 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(ui::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), host_guard))
         .with_state(state)
+}
+
+/// Without tokens, anyone who can reach the port may read everything; a DNS-rebinding page
+/// (evil.example re-pointed at 127.0.0.1) would then read the API from the victim's browser
+/// as its own origin. Such a request carries the attacker's name in `Host`, so while no token
+/// is configured only IP literals, `localhost` and the configured `api.allowed_hosts` pass.
+async fn host_guard(State(s): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // HTTP/1.1 browsers send `Host`, HTTP/2 ones `:authority` (the URI's); a request with
+    // neither is not a browser's.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.to_str().unwrap_or("").to_string()),
+        None => req.uri().authority().map(|a| a.to_string()),
+    };
+    if s.auth.is_open()
+        && let Some(host) = host
+    {
+        if !host_allowed(&host, &s.allowed_hosts) {
+            let name: String = host.chars().take(100).filter(|c| !c.is_control()).collect();
+            return AppError::Forbidden(format!(
+                "this server does not answer to the host name {name:?}; add it to api.allowed_hosts (or configure tokens)"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` header names this server: an IP literal, `localhost`, or a configured name
+/// (any port).
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    !name.is_empty()
+        && (name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name)))
 }
 
 async fn healthz() -> &'static str {
@@ -66,7 +111,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+/// tracelight's own metrics: an `admin` token when tokens are configured.
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(d) = s.auth.check_scope(auth, tracelight_model::auth::Scope::Admin) {
+        return AppError::from(d).into_response();
+    }
     let body = s.registry.render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()

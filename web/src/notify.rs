@@ -160,6 +160,9 @@ pub fn client(allow: Vec<Cidr>) -> reqwest::Client {
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver { allow: Arc::new(allow) }))
         .redirect(reqwest::redirect::Policy::none())
+        // No proxy, whatever HTTPS_PROXY says: through a proxy the guard above would check
+        // the proxy's address instead of the destination's.
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .user_agent(concat!("tracelight/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -4,9 +4,14 @@
 //!
 //! Counts are built by SQL over the stored spans (or by the counters' rates for
 //! `metric_ratio`), one day per query, from where the last build stopped; the last
-//! [`REROLL_MINUTES`] are counted again on every tick so late data is included. When an SLO's
-//! definition changes, its counts are rebuilt from the stored data. Evaluating a 30-day window
-//! reads at most 43,200 rows of counts, never the spans.
+//! [`REROLL_MINUTES`] are counted again on every tick. Data that arrives later than that (a
+//! collector's retry queue after an outage, a backfill, WAL replay after a restart) is counted
+//! too, exactly once: every tick also recounts the minutes covered by segments created since
+//! the last tick and by every hour the unflushed head holds ([`QueryService::changes_since`]).
+//! A recount replaces a minute's counts, so counting again never counts twice; the segment mark
+//! is kept in the catalog, so a restart loses nothing. When an SLO's definition changes, its
+//! counts are rebuilt from the stored data. Evaluating a 30-day window reads at most 43,200
+//! rows of counts, never the spans.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use tracelight_model::slo::{
     MINUTE_NS, MinuteCounts, Notification, RuleState, RuleStatus, Sli, SloSpec, SloStatus, SloStore, evaluate,
     window_label,
 };
-use tracelight_model::{QueryRequest, QueryService, Tenant};
+use tracelight_model::{QueryRequest, QueryService, Signal, Tenant};
 
 use crate::api::authorize;
 use crate::{AppError, AppState};
@@ -32,6 +37,29 @@ use crate::{AppError, AppState};
 pub const REROLL_MINUTES: i64 = 10;
 /// Minutes per counting query.
 const CHUNK_MINUTES: i64 = 1440;
+/// How far before the segment mark new segments are looked for again.
+const LATE_MARGIN_NS: i64 = 60_000_000_000;
+
+/// `ranges` (ns, half-open) as merged minute ranges inside `[lo, hi)`.
+fn minute_ranges(ranges: &[(i64, i64)], lo: i64, hi: i64) -> Vec<(i64, i64)> {
+    let mut m: Vec<(i64, i64)> = ranges
+        .iter()
+        .map(|(s, e)| {
+            (s.div_euclid(MINUTE_NS).max(lo), e.saturating_sub(1).div_euclid(MINUTE_NS).saturating_add(1).min(hi))
+        })
+        .filter(|(s, e)| s < e)
+        .collect();
+    m.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(m.len());
+    for (s, e) in m {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 /// The longest burn-rate window: counts are kept at least this far back.
 const LONGEST_BURN_NS: i64 = 3 * 86_400_000_000_000;
 
@@ -67,6 +95,11 @@ impl SloEngine {
     /// An engine without SLOs (tests, and servers that declare none).
     pub fn none(query: Arc<dyn QueryService>) -> SloEngine {
         SloEngine::new(Vec::new(), None, query, Vec::new(), String::new())
+    }
+
+    /// The SLOs of one tenant: the only ones a request for that tenant may see.
+    pub fn specs_of<'a>(&'a self, tenant: &'a Tenant) -> impl Iterator<Item = &'a SloSpec> + 'a {
+        self.specs().iter().filter(move |s| &s.tenant == tenant)
     }
 
     pub fn specs(&self) -> &[SloSpec] {
@@ -131,15 +164,39 @@ impl SloEngine {
                 0
             }
         };
-        let mut from = (built - REROLL_MINUTES).max(oldest);
+        let forward_from = (built - REROLL_MINUTES).max(oldest);
         // Counter rates come as chart buckets, of which one query may ask for at most 1,000.
         let chunk = if matches!(spec.sli, Sli::MetricRatio { .. }) { CHUNK_MINUTES / 2 } else { CHUNK_MINUTES };
+
+        // Late data: the minutes before `forward_from` that new segments or the head cover.
+        let signal = if matches!(spec.sli, Sli::MetricRatio { .. }) { Signal::Metrics } else { Signal::Spans };
+        let mark = store.slo_segments_mark(&spec.name).await.map_err(|e| e.to_string())?;
+        // A margin: segments are stamped before their catalog commit, so one may appear with a
+        // stamp a little older than the newest seen. Recounting twice is harmless.
+        let changes = self
+            .query
+            .changes_since(&spec.tenant, signal, mark.saturating_sub(LATE_MARGIN_NS))
+            .await
+            .map_err(|e| format!("finding late data for {}: {e}", spec.name))?;
+        let late = minute_ranges(&changes.ranges_ns, oldest, forward_from);
+
+        let mut from = forward_from;
         while from < now_minute {
             let to = (from + chunk).min(now_minute);
             let counts = self.count_range(spec, from, to).await?;
             store.slo_put(&spec.name, &counts, to).await.map_err(|e| e.to_string())?;
             from = to;
         }
+        for (start, end) in late {
+            let mut from = start;
+            while from < end {
+                let to = (from + chunk).min(end);
+                let counts = self.count_range(spec, from, to).await?;
+                store.slo_put(&spec.name, &counts, now_minute.max(built)).await.map_err(|e| e.to_string())?;
+                from = to;
+            }
+        }
+        store.slo_set_segments_mark(&spec.name, changes.segments_through_ns).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -156,7 +213,8 @@ impl SloEngine {
              FROM spans WHERE service_name = {}{filter} GROUP BY {minute}",
             lit(&spec.service)
         );
-        let req = QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(Tenant::default()) };
+        let req =
+            QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(spec.tenant.clone()) };
         let r = self.query.sql(req).await.map_err(|e| format!("counting {}: {e}", spec.name))?;
         Ok(r.rows
             .iter()
@@ -190,7 +248,7 @@ impl SloEngine {
                 start_ns: from * MINUTE_NS,
                 end_ns: to * MINUTE_NS,
                 step_ns: MINUTE_NS,
-                tenant: Some(Tenant::default()),
+                tenant: Some(spec.tenant.clone()),
             };
             let query = self.query.clone();
             async move {
@@ -282,7 +340,8 @@ impl SloEngine {
              WHERE service_name = {}{filter} AND {bad} ORDER BY start_time DESC LIMIT 20",
             lit(&spec.service)
         );
-        let req = QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(Tenant::default()) };
+        let req =
+            QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(spec.tenant.clone()) };
         let r = self.query.sql(req).await.map_err(|e| e.to_string())?;
         Ok(r.rows
             .iter()
@@ -427,8 +486,8 @@ pub fn payload(kind: &str, a: &Alert) -> Value {
 
 /// `GET /api/v1/slos`: every SLO's latest evaluation.
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
-    authorize(&state, &headers)?;
-    let slos: Vec<Value> = state.slos.specs().iter().map(|s| describe(&state.slos, s)).collect();
+    let tenant = authorize(&state, &headers)?;
+    let slos: Vec<Value> = state.slos.specs_of(&tenant).map(|s| describe(&state.slos, s)).collect();
     Ok(Json(json!({ "slos": slos })))
 }
 
@@ -438,11 +497,10 @@ pub async fn one(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    authorize(&state, &headers)?;
+    let tenant = authorize(&state, &headers)?;
     let spec = state
         .slos
-        .specs()
-        .iter()
+        .specs_of(&tenant)
         .find(|s| s.name == name)
         .ok_or_else(|| AppError::NotFound(format!("no SLO named {name:?}; GET /api/v1/slos lists them")))?;
     Ok(Json(describe(&state.slos, spec)))
@@ -477,12 +535,22 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn late_ranges_become_merged_minutes_inside_the_window() {
+        let m = MINUTE_NS;
+        let ranges = [(10 * m + 5, 12 * m), (11 * m, 15 * m + 1), (40 * m, 41 * m), (0, 2 * m), (90 * m, 99 * m)];
+        assert_eq!(minute_ranges(&ranges, 1, 50), vec![(1, 2), (10, 16), (40, 41)]);
+        assert!(minute_ranges(&[(5 * m, 5 * m)], 0, 100).is_empty(), "empty ranges stay empty");
+        assert!(minute_ranges(&[(i64::MIN, i64::MAX)], 0, 10) == vec![(0, 10)]);
+    }
+
     /// Every channel's payload for one firing page, from a real evaluation.
     #[test]
     fn payloads_are_well_formed_for_every_channel() {
         let window_ns = 30 * 86_400_000_000_000;
         let spec = SloSpec {
             name: "checkout-avail".into(),
+            tenant: Tenant::default(),
             service: "checkout".into(),
             objective: 99.0,
             window_ns,

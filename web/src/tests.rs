@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tracelight_model::auth::{Auth, Grant, Scope, Tenants};
 use tracelight_model::correlate::{
     ExemplarRef, LogHistogram, LogList, LogQuery, LogRecord, MetricCatalog, MetricChart, MetricInfo, MetricQuery,
     ServiceBucket, ServiceEdge, ServiceMap, ServiceSeries, ServiceStats, SpanEvent, SpanLink, SpanRecord, TraceDetail,
@@ -214,14 +215,24 @@ impl Readiness for Ready {
     }
 }
 
+/// An app whose `tokens` read and administer every tenant (the deprecated flat list).
 fn app(tokens: Vec<String>, ready: bool) -> (Router, Arc<Fake>) {
+    let grants = tokens
+        .into_iter()
+        .map(|token| Grant { token, tenants: Tenants::All, scopes: vec![Scope::Read, Scope::Admin] })
+        .collect();
+    app_with(Auth::new(grants), Vec::new(), ready)
+}
+
+fn app_with(auth: Auth, slos: Vec<tracelight_model::slo::SloSpec>, ready: bool) -> (Router, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
     let state = AppState {
         query: fake.clone(),
         registry: Registry::new(),
         readiness: Arc::new(Ready(ready)),
-        api_tokens: Arc::new(tokens),
-        slos: Arc::new(slo::SloEngine::none(fake.clone())),
+        auth: Arc::new(auth),
+        slos: Arc::new(slo::SloEngine::new(slos, None, fake.clone(), Vec::new(), String::new())),
+        allowed_hosts: Arc::new(vec!["tracelight.internal".into()]),
     };
     (router(state), fake)
 }
@@ -287,6 +298,87 @@ async fn api_tokens_are_enforced() {
     req.headers_mut().insert("authorization", "Bearer t0k3n".parse().unwrap());
     let (status, _) = call(&app, req).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokens_are_bound_to_tenants_and_scopes() {
+    let t = |n: &str| Tenant::new(n).unwrap();
+    let auth = Auth::new(vec![
+        Grant { token: "reader-of-a".into(), tenants: Tenants::Only(vec![t("a")]), scopes: vec![Scope::Read] },
+        Grant { token: "ingest-only".into(), tenants: Tenants::All, scopes: vec![Scope::Ingest] },
+        Grant { token: "operator-1".into(), tenants: Tenants::All, scopes: vec![Scope::Admin] },
+    ]);
+    let slo = |name: &str, tenant: &str| tracelight_model::slo::SloSpec {
+        name: name.into(),
+        tenant: t(tenant),
+        service: "checkout".into(),
+        objective: 99.0,
+        window_ns: 30 * 86_400_000_000_000,
+        sli: tracelight_model::slo::Sli::ErrorRatio { filter: None },
+        rules: Vec::new(),
+        min_events: 10,
+        notify: Vec::new(),
+    };
+    let (app, _) = app_with(auth, vec![slo("of-a", "a"), slo("of-default", "default")], true);
+    let req = |uri: &str, token: Option<&str>, tenant: Option<&str>| {
+        let mut b = Request::get(uri);
+        if let Some(tok) = token {
+            b = b.header("authorization", format!("Bearer {tok}"));
+        }
+        if let Some(ten) = tenant {
+            b = b.header("x-tracelight-tenant", ten);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let status = |r: Request<Body>| {
+        let app = app.clone();
+        async move { app.oneshot(r).await.unwrap().status() }
+    };
+    // A reader of tenant a reads a, and nothing else.
+    assert_eq!(status(req("/api/v1/services", Some("reader-of-a"), Some("a"))).await, StatusCode::OK);
+    for (tenant, want) in [(Some("b"), StatusCode::FORBIDDEN), (None, StatusCode::FORBIDDEN)] {
+        assert_eq!(status(req("/api/v1/services", Some("reader-of-a"), tenant)).await, want, "{tenant:?}");
+        assert_eq!(status(req("/api/v1/logs?q=x", Some("reader-of-a"), tenant)).await, want, "{tenant:?}");
+        assert_eq!(status(req("/?since=1h", Some("reader-of-a"), tenant)).await, want, "{tenant:?}");
+    }
+    // Other scopes do not read; no token is a 401.
+    assert_eq!(status(req("/api/v1/services", Some("ingest-only"), Some("a"))).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(req("/api/v1/services", None, Some("a"))).await, StatusCode::UNAUTHORIZED);
+    // SLOs are shown only to tokens that cover their tenant.
+    let (code, body) = call(&app, req("/api/v1/slos", Some("reader-of-a"), Some("a"))).await;
+    assert_eq!(code, StatusCode::OK);
+    let names: Vec<&str> = body["slos"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["of-a"]);
+    assert_eq!(status(req("/api/v1/slos/of-default", Some("reader-of-a"), Some("a"))).await, StatusCode::NOT_FOUND);
+    assert_eq!(status(req("/slos/of-default", Some("reader-of-a"), Some("a"))).await, StatusCode::NOT_FOUND);
+    assert_eq!(status(req("/api/v1/slos/of-a", Some("reader-of-a"), Some("a"))).await, StatusCode::OK);
+    // /metrics wants an admin token once tokens exist.
+    assert_eq!(status(req("/metrics", None, None)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(req("/metrics", Some("reader-of-a"), None)).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(req("/metrics", Some("operator-1"), None)).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_tokens_only_known_host_names_are_answered() {
+    let (open, _) = app(vec![], true);
+    let app = open;
+    let with_host = |h: &str| Request::get("/api/v1/services").header("host", h).body(Body::empty()).unwrap();
+    for ok in ["127.0.0.1:4319", "localhost:4319", "LOCALHOST", "[::1]:4319", "10.1.2.3", "tracelight.internal:80"] {
+        assert_eq!(app.clone().oneshot(with_host(ok)).await.unwrap().status(), StatusCode::OK, "{ok}");
+    }
+    // A DNS-rebinding page sends its own name.
+    for bad in ["evil.example", "evil.example:4319", "127.0.0.1.evil.example", "localhost.evil.example", "", "a:b:c"] {
+        let (status, body) = call(&app, with_host(bad)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{bad}: {body}");
+    }
+    // With tokens the token is the guard.
+    let (with_tokens, _) = self::app(vec!["t0k3n-123".into()], true);
+    let req = Request::get("/api/v1/services")
+        .header("host", "tracelight.example.com")
+        .header("authorization", "Bearer t0k3n-123")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(with_tokens.oneshot(req).await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]

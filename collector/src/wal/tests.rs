@@ -122,44 +122,70 @@ async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
     assert_eq!(seen, (1..=64).collect::<Vec<_>>(), "the sink sees LSNs in order, without gaps");
 }
 
-/// Damages the only segment in `dir` and returns how many of 4 records must survive.
-type Damage = fn(&Path) -> u64;
+/// Damages the only segment in `dir` (of 4 records) and returns the LSNs that must survive.
+type Damage = fn(&Path) -> Vec<u64>;
 
 fn last_segment(dir: &Path) -> PathBuf {
     segment_files(dir).pop().unwrap()
 }
 
-fn torn_tail(dir: &Path) -> u64 {
-    let p = last_segment(dir);
-    let len = fs::metadata(&p).unwrap().len();
-    OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 7).unwrap();
-    3
-}
-
-fn flipped_byte_in_last_record(dir: &Path) -> u64 {
-    let p = last_segment(dir);
-    let mut data = fs::read(&p).unwrap();
-    let n = data.len();
-    data[n - 10] ^= 0x40;
-    fs::write(&p, data).unwrap();
-    3
-}
-
-fn bad_length_in_third_record(dir: &Path) -> u64 {
-    let p = last_segment(dir);
-    let mut data = fs::read(&p).unwrap();
-    // Walk to the third record's header.
+/// Offset of record `k` (0-based) in `data`.
+fn record_at(data: &[u8], k: usize) -> usize {
     let mut pos = 0;
-    for _ in 0..2 {
+    for _ in 0..k {
         let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
         pos += HEADER + len;
     }
-    data[pos + 4..pos + 8].copy_from_slice(&u32::MAX.to_le_bytes());
-    fs::write(&p, data).unwrap();
-    2
+    pos
 }
 
-fn garbage_appended(dir: &Path) -> u64 {
+fn edit(dir: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let p = last_segment(dir);
+    let mut data = fs::read(&p).unwrap();
+    f(&mut data);
+    fs::write(&p, data).unwrap();
+}
+
+fn torn_tail(dir: &Path) -> Vec<u64> {
+    let p = last_segment(dir);
+    let len = fs::metadata(&p).unwrap().len();
+    OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 7).unwrap();
+    vec![1, 2, 3]
+}
+
+fn flipped_byte_in_last_record(dir: &Path) -> Vec<u64> {
+    edit(dir, |d| {
+        let n = d.len();
+        d[n - 10] ^= 0x40;
+    });
+    vec![1, 2, 3]
+}
+
+fn flipped_byte_in_second_record(dir: &Path) -> Vec<u64> {
+    edit(dir, |d| {
+        let at = record_at(d, 2) - 10;
+        d[at] ^= 0x40;
+    });
+    vec![1, 3, 4]
+}
+
+fn bad_length_in_third_record(dir: &Path) -> Vec<u64> {
+    edit(dir, |d| {
+        let pos = record_at(d, 2);
+        d[pos + 4..pos + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    });
+    vec![1, 2, 4]
+}
+
+fn zeroed_page_in_the_middle(dir: &Path) -> Vec<u64> {
+    edit(dir, |d| {
+        let (from, to) = (record_at(d, 1), record_at(d, 3));
+        d[from..to].fill(0);
+    });
+    vec![1, 4]
+}
+
+fn garbage_appended(dir: &Path) -> Vec<u64> {
     let p = last_segment(dir);
     OpenOptions::new()
         .append(true)
@@ -167,48 +193,69 @@ fn garbage_appended(dir: &Path) -> u64 {
         .unwrap()
         .write_all(b"\xde\xad\xbe\xef garbage after the last record")
         .unwrap();
-    4
+    vec![1, 2, 3, 4]
 }
 
-fn zero_page_appended(dir: &Path) -> u64 {
+fn zero_page_appended(dir: &Path) -> Vec<u64> {
     let p = last_segment(dir);
     OpenOptions::new().append(true).open(&p).unwrap().write_all(&[0u8; 4096]).unwrap();
-    4
+    vec![1, 2, 3, 4]
 }
 
-fn truncated_inside_first_header(dir: &Path) -> u64 {
+fn truncated_inside_first_header(dir: &Path) -> Vec<u64> {
     let p = last_segment(dir);
     OpenOptions::new().write(true).open(&p).unwrap().set_len(11).unwrap();
-    0
+    vec![]
 }
 
 #[tokio::test]
 async fn damage_is_contained_counted_and_start_up_continues() {
-    let cases: &[(&str, Damage)] = &[
-        ("torn tail", torn_tail),
-        ("bad CRC", flipped_byte_in_last_record),
-        ("bad length", bad_length_in_third_record),
-        ("garbage", garbage_appended),
-        ("zero-filled page", zero_page_appended),
-        ("truncated file", truncated_inside_first_header),
+    // (name, damage, whether intact records follow it: then the file is kept, not cut)
+    let cases: &[(&str, Damage, bool)] = &[
+        ("torn tail", torn_tail, false),
+        ("bad CRC at the end", flipped_byte_in_last_record, false),
+        ("bad CRC in the middle", flipped_byte_in_second_record, true),
+        ("bad length", bad_length_in_third_record, true),
+        ("zeroed records in the middle", zeroed_page_in_the_middle, true),
+        ("garbage", garbage_appended, false),
+        ("zero-filled page", zero_page_appended, false),
+        ("truncated file", truncated_inside_first_header, false),
     ];
-    for (name, damage) in cases {
+    for (name, damage, in_middle) in cases {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), 1 << 30, &[2, 2, 2, 2]).await;
         let survive = damage(dir.path());
         let (wal, stats, rec) = open(dir.path(), 1 << 30, 0);
         let got: Vec<u64> = rec.0.lock().iter().map(|r| r.0).collect();
-        assert_eq!(got, (1..=survive).collect::<Vec<_>>(), "{name}");
+        assert_eq!(got, survive, "{name}");
         assert_eq!(stats.damaged, 1, "{name}: {stats:?}");
-        assert_eq!(stats.rows, 2 * survive, "{name}");
-        // The damaged part is cut off, so a second start finds no damage and the same rows.
+        assert_eq!(stats.rows, 2 * survive.len() as u64, "{name}");
+        // New records follow the last one replayed.
         let next = append(&wal, logs(1, "after")).await;
-        assert_eq!(next, survive + 1, "{name}");
+        assert_eq!(next, survive.last().copied().unwrap_or(0) + 1, "{name}");
         drop(wal);
+        // A tail is cut off (a second start finds no damage); damage in the middle stays,
+        // counted again, with the same rows around it.
         let (_, stats, rec) = open(dir.path(), 1 << 30, 0);
-        assert_eq!(stats.damaged, 0, "{name}");
-        assert_eq!(rec.0.lock().len() as u64, survive + 1, "{name}");
+        assert_eq!(stats.damaged, *in_middle as u64, "{name}");
+        assert_eq!(rec.0.lock().len(), survive.len() + 1, "{name}");
+        if *in_middle {
+            let p = dir.path().join("quarantine");
+            assert!(fs::read_dir(&p).unwrap().count() == 1, "{name}: a copy is kept");
+        }
     }
+}
+
+#[test]
+fn planted_record_headers_cannot_make_the_scan_quadratic() {
+    // A megabyte of candidate headers, each claiming a long record with a wrong CRC.
+    let mut data = Vec::new();
+    while data.len() < 1 << 20 {
+        data.extend_from_slice(&MAGIC.to_le_bytes());
+        data.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        data.extend_from_slice(&[0u8; 12]);
+    }
+    assert_eq!(next_intact(&data, 1, 0), None);
 }
 
 #[tokio::test]

@@ -12,12 +12,30 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value};
 use tracelight_model::Column;
 
+/// The result's columns: names and Arrow type names.
+pub fn columns(schema: &Schema) -> Vec<Column> {
+    schema.fields().iter().map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string() }).collect()
+}
+
+/// Bytes of `row` as JSON text (without writing it anywhere).
+pub fn encoded_len(row: &[Value]) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, row);
+    c.0
+}
+
 pub fn to_rows(schema: &Schema, batches: &[RecordBatch]) -> (Vec<Column>, Vec<Vec<Value>>) {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string() })
-        .collect();
+    let columns = self::columns(schema);
     let mut rows = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for b in batches {
         for i in 0..b.num_rows() {

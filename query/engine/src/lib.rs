@@ -5,7 +5,16 @@
 //! Parquet segments ∪ the in-memory head. User SQL is read-only (no DDL, DML, `COPY` or `SET`;
 //! URL tables are off), runs on a dedicated thread pool so ingest never waits on a query, and
 //! is cancelled at its timeout.
+//!
+//! What bounds a hostile query (docs/SECURITY.md): operators allocate from the pool
+//! (`memory_limit`, no spilling to disk); functions that can grow their input are bounded per
+//! value, per call and for constants ([`bounded`]); recursive CTEs are off; `array_agg` and
+//! `string_agg` are refused as window functions (DataFusion's window operator buffers outside
+//! the pool and their output grows with the square of the frame); user SQL text is at most
+//! [`MAX_SQL_BYTES`]; results stop at `max_result_rows` rows and `max_result_bytes` bytes of
+//! JSON; the caller gets its answer at the timeout even while a poll is still running.
 
+pub mod bounded;
 pub mod correlate;
 pub mod explore;
 pub mod json;
@@ -46,7 +55,16 @@ pub struct EngineConfig {
     pub max_search_range: Duration,
     /// Largest page (`limit`) of a list query.
     pub max_page: usize,
+    /// A user query's result stops at this many bytes (as JSON text).
+    pub max_result_bytes: usize,
 }
+
+/// Longest user SQL text: every literal in it may be copied into every row of a batch.
+pub const MAX_SQL_BYTES: usize = 16 << 10;
+
+/// Rows per batch: with [`bounded::CONST_CAP`] and [`MAX_SQL_BYTES`], what constants can cost
+/// per batch once copied into every row.
+const BATCH_ROWS: usize = 4096;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -57,6 +75,7 @@ impl Default for EngineConfig {
             threads: 2,
             max_search_range: Duration::from_secs(7 * 86_400),
             max_page: 1_000,
+            max_result_bytes: 16 << 20,
         }
     }
 }
@@ -88,8 +107,13 @@ impl Engine {
         config: EngineConfig,
         registry: &Registry,
     ) -> Result<Engine, QueryError> {
+        // No spilling: a query that needs more than the pool fails instead of filling the disk.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
+            .with_disk_manager_builder(
+                datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                    .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let pool = tokio::runtime::Builder::new_multi_thread()
@@ -116,11 +140,15 @@ impl Engine {
         range: timerange::TimeRange,
         stats: &Arc<Mutex<ScanStats>>,
     ) -> Result<SessionContext, QueryError> {
-        let mut config =
-            SessionConfig::new().with_target_partitions(self.config.threads.max(1)).with_information_schema(false);
+        let mut config = SessionConfig::new()
+            .with_target_partitions(self.config.threads.max(1))
+            .with_information_schema(false)
+            .with_batch_size(BATCH_ROWS);
         config.options_mut().execution.parquet.pushdown_filters = true;
         config.options_mut().execution.parquet.bloom_filter_on_read = true;
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        config.options_mut().execution.enable_recursive_ctes = false;
+        let mut ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        bounded::install(&mut ctx).map_err(|e| QueryError::Internal(e.to_string()))?;
         for signal in Signal::ALL {
             let table = table::SignalTable::new(signal, tenant.clone(), range, self.sources.clone(), stats.clone());
             ctx.register_table(signal.table(), Arc::new(table)).map_err(|e| QueryError::Internal(e.to_string()))?;
@@ -134,6 +162,12 @@ impl Engine {
 
     /// Runs a query returning at most `max` rows (the result says when there were more).
     async fn run_limited(&self, req: QueryRequest, max: usize) -> Result<QueryResult, QueryError> {
+        self.run_bounded(req, max, usize::MAX).await
+    }
+
+    /// Runs a query returning at most `max` rows and about `max_bytes` of JSON: rows past
+    /// either are left out (the result says so); a single row over `max_bytes` is an error.
+    async fn run_bounded(&self, req: QueryRequest, max: usize, max_bytes: usize) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
         let tenant = req.tenant.clone().unwrap_or_default();
         let range = timerange::TimeRange { start_ns: req.start_ns, end_ns: req.end_ns };
@@ -148,15 +182,38 @@ impl Engine {
         let sql = req.sql.clone();
         let work = async move {
             let df = ctx.sql_with_options(&sql, options).await?;
+            refuse_unbounded_windows(df.logical_plan())?;
             let df = df.limit(0, Some(max + 1))?;
             let schema = df.schema().as_arrow().clone();
-            let batches = df.collect().await?;
-            Ok::<_, DataFusionError>((schema, batches))
+            let mut stream = df.execute_stream().await?;
+            let (mut rows, mut bytes, mut truncated) = (Vec::new(), 0usize, false);
+            'batches: while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                let batch = batch?;
+                for i in 0..batch.num_rows() {
+                    if rows.len() == max {
+                        truncated = true;
+                        break 'batches;
+                    }
+                    let row: Vec<serde_json::Value> = batch.columns().iter().map(|c| json::value(c, i)).collect();
+                    let size = json::encoded_len(&row);
+                    if bytes + size > max_bytes {
+                        if rows.is_empty() {
+                            return Err(DataFusionError::ResourcesExhausted(format!(
+                                "one row of the result takes {size} bytes, more than the limit of {max_bytes} \
+                                 (query.max_result_bytes)"
+                            )));
+                        }
+                        truncated = true;
+                        break 'batches;
+                    }
+                    bytes += size;
+                    rows.push(row);
+                }
+            }
+            Ok::<_, DataFusionError>((schema, rows, truncated))
         };
-        let (schema, batches) = self.on_pool(work).await?.map_err(map_error)?;
-        let (columns, mut rows) = json::to_rows(&schema, &batches);
-        let truncated = rows.len() > max;
-        rows.truncate(max);
+        let (schema, rows, truncated) = self.on_pool(work).await?.map_err(map_error)?;
+        let columns = json::columns(&schema);
         let mut stats = stats.lock().clone();
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.query_seconds.observe(started.elapsed().as_secs_f64());
@@ -165,6 +222,11 @@ impl Engine {
 }
 
 impl Engine {
+    /// The longest a query may run.
+    pub fn query_timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// Forgets cached index readers of segments that retention deleted.
     pub fn forget_segments(&self, paths: &[String]) {
         for p in paths {
@@ -172,17 +234,24 @@ impl Engine {
         }
     }
 
-    /// Runs `work` on the query pool, cancelled at the query timeout.
+    /// Runs `work` on the query pool, cancelled at the query timeout. The caller is answered
+    /// at the timeout even if the pool is inside a long poll: the task is aborted and stops at
+    /// its next await (each step of a query is bounded, see [`bounded`]).
     async fn on_pool<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T, QueryError> {
         let timeout = self.config.timeout;
-        let handle = self.pool.handle().spawn(async move { tokio::time::timeout(timeout, work).await });
-        match handle.await {
-            Err(e) => Err(QueryError::Internal(format!("query task failed: {e}"))),
-            Ok(Err(_elapsed)) => Err(QueryError::Timeout(timeout.as_millis() as u64)),
-            Ok(Ok(v)) => Ok(v),
+        let mut handle = self.pool.handle().spawn(async move { tokio::time::timeout(timeout, work).await });
+        let timed_out = || QueryError::Timeout(timeout.as_millis() as u64);
+        match tokio::time::timeout(timeout + Duration::from_millis(250), &mut handle).await {
+            Err(_) => {
+                handle.abort();
+                Err(timed_out())
+            }
+            Ok(Err(e)) => Err(QueryError::Internal(format!("query task failed: {e}"))),
+            Ok(Ok(Err(_elapsed))) => Err(timed_out()),
+            Ok(Ok(Ok(v))) => Ok(v),
         }
     }
 }
@@ -190,7 +259,13 @@ impl Engine {
 #[async_trait::async_trait]
 impl QueryService for Engine {
     async fn sql(&self, request: QueryRequest) -> Result<QueryResult, QueryError> {
-        self.run(request).await
+        if request.sql.len() > MAX_SQL_BYTES {
+            return Err(QueryError::Invalid(format!(
+                "the SQL text is {} bytes; at most {MAX_SQL_BYTES} are accepted",
+                request.sql.len()
+            )));
+        }
+        self.run_bounded(request, self.config.max_result_rows, self.config.max_result_bytes).await
     }
 
     async fn trace(&self, tenant: &Tenant, trace_id: &str) -> Result<TraceDetail, QueryError> {
@@ -230,6 +305,25 @@ impl QueryService for Engine {
     async fn metric_chart(&self, query: MetricQuery) -> Result<MetricChart, QueryError> {
         self.chart(query).await
     }
+
+    async fn changes_since(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        created_after_ns: i64,
+    ) -> Result<tracelight_model::Changes, QueryError> {
+        const HOUR: i64 = 3_600_000_000_000;
+        let segs = self
+            .sources
+            .catalog
+            .segments_created_after(tenant, signal, created_after_ns)
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let through = segs.iter().map(|s| s.2).max().unwrap_or(created_after_ns).max(created_after_ns);
+        let mut ranges: Vec<(i64, i64)> = segs.iter().map(|(lo, hi, _)| (*lo, hi.saturating_add(1))).collect();
+        ranges.extend(self.sources.head.hours(tenant, signal).into_iter().map(|h| (h * HOUR, (h + 1) * HOUR)));
+        Ok(tracelight_model::Changes { ranges_ns: ranges, segments_through_ns: through })
+    }
 }
 
 /// The dedicated runtime queries execute on, so a heavy query never starves ingest.
@@ -247,6 +341,35 @@ impl Drop for QueryPool {
         if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// `array_agg` and `string_agg` over a window frame: DataFusion's window operator buffers its
+/// input outside the memory pool and their output grows with the square of the frame.
+fn refuse_unbounded_windows(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), DataFusionError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, LogicalPlan, WindowFunctionDefinition};
+    let mut found = None;
+    plan.apply(|node| {
+        if let LogicalPlan::Window(w) = node {
+            for e in &w.window_expr {
+                e.apply(|x| {
+                    if let Expr::WindowFunction(f) = x
+                        && let WindowFunctionDefinition::AggregateUDF(u) = &f.fun
+                        && matches!(u.name(), "array_agg" | "string_agg")
+                    {
+                        found = Some(u.name().to_string());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+        }
+        Ok(if found.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    match found {
+        Some(name) => Err(DataFusionError::Plan(format!("{name} is not supported as a window function"))),
+        None => Ok(()),
     }
 }
 

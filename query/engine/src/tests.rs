@@ -191,3 +191,125 @@ async fn result_size_is_capped_and_reported() {
     assert_eq!(res.rows.len(), 2);
     assert!(res.truncated);
 }
+
+async fn err(engine: &Engine, sql: &str) -> QueryError {
+    match engine.sql(QueryRequest { sql: sql.into(), ..Default::default() }).await {
+        Ok(r) => panic!("{sql}: expected an error, got {} rows", r.rows.len()),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn functions_that_grow_their_input_are_bounded_before_they_allocate() {
+    let f = fixture().await;
+    put(&f.head, 1, &[("a", H, "abc"), ("b", H + 1, "de")]);
+    // Each of these once allocated gigabytes outside the memory pool, in one poll.
+    for sql in [
+        "SELECT repeat('x', 1000000000)",
+        "SELECT repeat(body, 100000000) FROM logs",
+        "SELECT lpad('x', 2000000000)",
+        "SELECT rpad(body, 2000000000, 'ab') FROM logs",
+        "SELECT range(0, 200000000)",
+        "SELECT generate_series(0, 200000000)",
+        "SELECT range(TIMESTAMP '2000-01-01', TIMESTAMP '2030-01-01', INTERVAL '1 second')",
+        "SELECT array_repeat(body, 100000000) FROM logs",
+        "SELECT array_resize(make_array(1), 1000000000, 7)",
+        "SELECT replace(repeat('x', 60000), '', repeat('y', 60000))",
+        "SELECT regexp_replace(body, '', repeat('y', 30000000), 'g') FROM logs",
+        // Constants are copied into every row: 100 KB per row is refused up front.
+        "SELECT repeat('x', 100000) FROM logs",
+    ] {
+        let e = err(&f.engine, sql).await;
+        assert!(matches!(e, QueryError::ResourcesExhausted(_)), "{sql}: {e:?}");
+        assert!(e.to_string().contains("limit"), "{sql}: {e}");
+    }
+    // Doubling through `||` is bounded like a function: 2^30 KB, stopped at 16 MiB a value.
+    let mut sql = "WITH t0 AS (SELECT repeat(body, 300) s FROM logs)".to_string();
+    for k in 1..=30 {
+        sql.push_str(&format!(", t{k} AS (SELECT s || s s FROM t{})", k - 1));
+    }
+    sql.push_str(" SELECT length(s) FROM t30");
+    let e = err(&f.engine, &sql).await;
+    assert!(matches!(e, QueryError::ResourcesExhausted(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn bounded_functions_still_compute_what_they_did() {
+    let f = fixture().await;
+    put(&f.head, 1, &[("a", H, "abc"), ("b", H + 1, "de")]);
+    let rows = count(
+        &f.engine,
+        "SELECT repeat(body, 2), lpad(body, 5, '.'), replace(body, 'b', 'BB'), upper(body), concat(body, '!', NULL), \
+         body || '?', NULL || body, concat_ws('-', body, service_name), regexp_replace(body, '[ae]', '_', 'g'), \
+         array_length(range(0, 10)), cardinality(array_repeat(body, 3)), array_to_string(make_array(body, body), ',') \
+         FROM logs ORDER BY body",
+    )
+    .await;
+    use serde_json::json;
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                json!("abcabc"),
+                json!("..abc"),
+                json!("aBBc"),
+                json!("ABC"),
+                json!("abc!"),
+                json!("abc?"),
+                json!(null),
+                json!("abc-a"),
+                json!("_bc"),
+                json!(10),
+                json!(3),
+                json!("abc,abc")
+            ],
+            vec![
+                json!("dede"),
+                json!("...de"),
+                json!("de"),
+                json!("DE"),
+                json!("de!"),
+                json!("de?"),
+                json!(null),
+                json!("de-b"),
+                json!("d_"),
+                json!(10),
+                json!(3),
+                json!("de,de")
+            ],
+        ]
+    );
+    let r = f.engine.sql(QueryRequest { sql: "SELECT body || 'x' FROM logs LIMIT 1".into(), ..Default::default() });
+    assert_eq!(r.await.unwrap().columns[0].name, "logs.body || Utf8(\"x\")");
+}
+
+#[tokio::test]
+async fn windows_recursion_long_sql_and_large_results_are_refused_or_cut() {
+    let mut f = fixture().await;
+    let rows: Vec<(&str, i64, &str)> = (0..50).map(|i| ("a", H + i, "0123456789")).collect();
+    put(&f.head, 1, &rows);
+    let e = err(&f.engine, "SELECT array_agg(body) OVER (ORDER BY time) FROM logs").await;
+    assert!(e.to_string().contains("not supported as a window function"), "{e}");
+    let e =
+        err(&f.engine, "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t").await;
+    assert!(matches!(e, QueryError::Invalid(_)), "{e:?}");
+    let long = format!("SELECT '{}'", "x".repeat(MAX_SQL_BYTES));
+    assert!(err(&f.engine, &long).await.to_string().contains("at most"));
+    // Bytes: rows past the limit are cut; one row over it is an error.
+    f.engine.config.max_result_bytes = 200;
+    let r = f.engine.sql(QueryRequest { sql: "SELECT body FROM logs".into(), ..Default::default() }).await.unwrap();
+    assert!(r.truncated && r.rows.len() < 50 && !r.rows.is_empty(), "{} rows", r.rows.len());
+    let e = err(&f.engine, "SELECT array_agg(body) FROM logs").await;
+    assert!(e.to_string().contains("max_result_bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn a_query_past_its_timeout_is_answered_at_the_timeout() {
+    let mut f = fixture().await;
+    f.engine.config.timeout = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let e = err(&f.engine, "SELECT count(*) FROM range(100000000000) a CROSS JOIN range(10) b").await;
+    assert!(matches!(e, QueryError::Timeout(500)), "{e:?}");
+    // Generous: the point is "not minutes", on a loaded 2-core machine.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

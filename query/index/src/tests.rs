@@ -64,6 +64,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with(|f| f.with_indexer(Arc::new(SegmentIndexBuilder))).await
+    }
+
+    async fn with(setup: impl FnOnce(Flusher) -> Flusher) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new();
         let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
@@ -81,8 +85,8 @@ impl Fixture {
             Duration::from_secs(3600),
             Box::new(|_| {}),
             &registry,
-        )
-        .with_indexer(Arc::new(SegmentIndexBuilder));
+        );
+        let flusher = setup(flusher);
         let search = IndexSearch::new(catalog, head.clone(), store, "n1".into());
         Fixture { _dir: dir, head, flusher, search, lsn: 0 }
     }
@@ -197,6 +201,58 @@ async fn pages_follow_each_other_without_gaps_or_repeats() {
     sorted.dedup();
     assert_eq!(sorted.len(), 25, "every record exactly once: {seen:?}");
     assert_eq!(seen.len(), 25);
+}
+
+#[tokio::test]
+async fn a_partition_is_written_in_bounded_chunks_each_with_its_index() {
+    // One segment per 1-byte chunk: every head batch becomes a segment of its own (a partition
+    // over 2 GiB once overflowed Arrow's 32-bit offsets in one concat, and the flush failed
+    // forever).
+    let mut fx = Fixture::with(|f| f.with_indexer(Arc::new(SegmentIndexBuilder)).with_chunk_bytes(1)).await;
+    for r in DATA.chunks(2) {
+        fx.put(r);
+    }
+    let stats = fx.flusher.flush_once().await.unwrap();
+    assert_eq!(stats.segments, DATA.len().div_ceil(2));
+    assert_eq!(stats.rows, DATA.len() as u64);
+    check_syntax(&fx).await;
+    assert_eq!(fx.bodies("").await.len(), DATA.len());
+}
+
+/// An indexer that fails while `fail` is set.
+struct Flaky(std::sync::atomic::AtomicBool);
+
+impl tracelight_storage::SegmentIndexer for Flaky {
+    fn indexes(&self, _: Signal) -> bool {
+        true
+    }
+    fn build(&self, signal: Signal, rows: &RecordBatch, dir: &std::path::Path) -> Result<(), String> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("disk says no".into());
+        }
+        tracelight_storage::SegmentIndexer::build(&SegmentIndexBuilder, signal, rows, dir)
+    }
+}
+
+#[tokio::test]
+async fn a_flush_that_keeps_failing_turns_readiness_false_with_its_reason() {
+    let flaky = Arc::new(Flaky(std::sync::atomic::AtomicBool::new(true)));
+    let mut fx = Fixture::with({
+        let f = flaky.clone();
+        |fl| fl.with_indexer(f)
+    })
+    .await;
+    fx.put(&DATA[..2]);
+    for _ in 0..tracelight_storage::flush::FAILING_AFTER {
+        assert!(fx.flusher.healthy().is_ok());
+        assert!(fx.flusher.flush_once().await.is_err());
+    }
+    let why = fx.flusher.healthy().unwrap_err();
+    assert!(why.contains("3 flushes in a row") && why.contains("disk says no"), "{why}");
+    assert_eq!(fx.bodies("").await.len(), 2, "the rows stay readable from the head");
+    flaky.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fx.flusher.flush_once().await.unwrap().rows, 2);
+    assert!(fx.flusher.healthy().is_ok());
 }
 
 #[tokio::test]

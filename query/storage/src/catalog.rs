@@ -37,8 +37,12 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] =
-    &[migration!(1, "0001_segments"), migration!(2, "0002_segment_index"), migration!(3, "0003_slo")];
+const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_segments"),
+    migration!(2, "0002_segment_index"),
+    migration!(3, "0003_slo"),
+    migration!(4, "0004_slo_late_data"),
+];
 
 /// One Parquet file as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +259,25 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// `(min_time_ns, max_time_ns, created_at_ns)` of the segments of `tenant`/`signal` created
+    /// after `after_ns`: what a late-data recount must look at again.
+    pub async fn segments_created_after(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        after_ns: i64,
+    ) -> Result<Vec<(i64, i64, i64)>, StorageError> {
+        let sql = "SELECT min_time_ns, max_time_ns, created_at_ns FROM segments
+                   WHERE tenant = $1 AND signal = $2 AND created_at_ns > $3";
+        Ok(on_pool!(self, pool => {
+            sqlx::query(sql).bind(tenant.as_str()).bind(signal.table()).bind(after_ns)
+                .fetch_all(pool).await.map_err(|e| StorageError::catalog("list new segments", e))?
+                .into_iter()
+                .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<i64, _>(2)))
+                .collect::<Vec<_>>()
+        }))
+    }
+
     /// Removes the catalog rows of every segment in a partition before `before_hour` and
     /// returns them, so their files can be deleted. Queries stop seeing them at the commit; a
     /// crash before the files are gone leaves orphans that the start-up sweep removes.
@@ -332,8 +355,9 @@ impl SloStore for Catalog {
             sqlx::query("DELETE FROM slo_minutes WHERE slo = $1").bind(slo).execute(&mut *tx).await
                 .map_err(store_err("forget SLO counts"))?;
             sqlx::query(
-                "INSERT INTO slo_builds (slo, fingerprint, built_through_minute) VALUES ($1, $2, 0)
-                 ON CONFLICT (slo) DO UPDATE SET fingerprint = excluded.fingerprint, built_through_minute = 0",
+                "INSERT INTO slo_builds (slo, fingerprint, built_through_minute, segments_through_ns) VALUES ($1, $2, 0, 0)
+                 ON CONFLICT (slo) DO UPDATE SET fingerprint = excluded.fingerprint, built_through_minute = 0,
+                 segments_through_ns = 0",
             )
             .bind(slo).bind(fingerprint).execute(&mut *tx).await.map_err(store_err("reset SLO build"))?;
             tx.commit().await.map_err(store_err("commit SLO reset"))?;
@@ -356,6 +380,22 @@ impl SloStore for Catalog {
                 .bind(slo).bind(built_through_minute).execute(&mut *tx).await
                 .map_err(store_err("move SLO build mark"))?;
             tx.commit().await.map_err(store_err("commit SLO counts"))?;
+        });
+        Ok(())
+    }
+
+    async fn slo_segments_mark(&self, slo: &str) -> Result<i64, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("SELECT segments_through_ns FROM slo_builds WHERE slo = $1")
+                .bind(slo).fetch_optional(pool).await.map_err(store_err("read SLO segment mark"))?
+                .map_or(0, |r| r.get::<i64, _>(0))
+        }))
+    }
+
+    async fn slo_set_segments_mark(&self, slo: &str, through_ns: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE slo_builds SET segments_through_ns = $2 WHERE slo = $1")
+                .bind(slo).bind(through_ns).execute(pool).await.map_err(store_err("move SLO segment mark"))?;
         });
         Ok(())
     }

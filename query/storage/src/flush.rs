@@ -4,6 +4,11 @@
 //! Crash points and what they leave: before the catalog commit, at most an orphan Parquet file
 //! that no query sees and start-up deletes; after it, the WAL replays nothing at or below the
 //! new checkpoint, so nothing is duplicated.
+//!
+//! A partition is written as one segment per chunk of at most [`CHUNK_BYTES`] of head memory,
+//! so no valid data can make a flush fail for good (Arrow's 32-bit string offsets end at 2 GiB
+//! per array). A flush that keeps failing anyway turns readiness false, with its reason on
+//! `/metrics` (`tracelight_flush_failing`) and in the log.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +25,7 @@ use tracelight_model::time::{now_ns, partition_dirs};
 
 use crate::catalog::{Catalog, SegmentMeta};
 use crate::error::StorageError;
-use crate::head::Head;
+use crate::head::{Head, batch_bytes};
 use crate::segment::{self, SegmentStore};
 
 /// Called with the new WAL checkpoint after every successful flush.
@@ -37,6 +42,52 @@ pub trait SegmentIndexer: Send + Sync {
     fn build(&self, signal: Signal, rows: &RecordBatch, dir: &Path) -> Result<(), String>;
 }
 
+/// Most head bytes one segment is written from.
+pub const CHUNK_BYTES: usize = 256 << 20;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+
+    use super::*;
+
+    #[test]
+    fn chunks_bound_the_bytes_of_each_segment() {
+        let b =
+            |n: i64| RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..n)) as _)]).unwrap();
+        let batches = vec![b(10), b(10), b(10), b(100), b(1)];
+        let sizes = |max| chunks(&batches, max).iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(usize::MAX), vec![5]);
+        assert_eq!(sizes(160), vec![2, 1, 1, 1], "80 + 80, then 80, then 800 alone, then 8");
+        assert_eq!(sizes(1), vec![1, 1, 1, 1, 1]);
+        assert!(chunks(&[], 10).is_empty());
+    }
+}
+
+/// Consecutive failed flushes after which readiness turns false.
+pub const FAILING_AFTER: u64 = 3;
+
+/// Splits a partition's batches into runs of at most `max_bytes` each (a single larger batch
+/// is a run of its own: one request's rows are far below the 2 GiB that matters).
+pub fn chunks(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, b) in batches.iter().enumerate() {
+        let n = batch_bytes(b);
+        if i > start && bytes + n > max_bytes {
+            out.push(&batches[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < batches.len() {
+        out.push(&batches[start..]);
+    }
+    out
+}
+
 pub struct Flusher {
     head: Arc<Head>,
     catalog: Catalog,
@@ -50,6 +101,10 @@ pub struct Flusher {
     segments_written: Arc<Counter>,
     bytes_written: Arc<Counter>,
     failures: Arc<Counter>,
+    failing: Arc<tracelight_model::telemetry::Gauge>,
+    /// Consecutive failures and the last one's reason.
+    health: parking_lot::Mutex<(u64, String)>,
+    chunk_bytes: usize,
 }
 
 /// What one flush wrote.
@@ -89,7 +144,38 @@ impl Flusher {
             bytes_written: registry
                 .counter("tracelight_segment_bytes_written_total", "Bytes of Parquet segments written."),
             failures: registry.counter("tracelight_flush_failures_total", "Flushes that failed and will be retried."),
+            failing: registry.gauge(
+                "tracelight_flush_failing",
+                "Consecutive failed flushes (0: the last flush succeeded); readiness is false from 3 on.",
+            ),
+            health: parking_lot::Mutex::new((0, String::new())),
+            chunk_bytes: CHUNK_BYTES,
         }
+    }
+
+    /// Writes segments from at most `bytes` of head memory each (tests use small chunks).
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Flusher {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// `Err(reason)` once [`FAILING_AFTER`] flushes in a row have failed: acknowledged data is
+    /// piling up in the WAL and the head, so the node should not take more traffic.
+    pub fn healthy(&self) -> Result<(), String> {
+        let h = self.health.lock();
+        if h.0 >= FAILING_AFTER {
+            return Err(format!("{} flushes in a row failed, the last with: {}", h.0, h.1));
+        }
+        Ok(())
+    }
+
+    fn record(&self, result: &Result<FlushStats, StorageError>) {
+        let mut h = self.health.lock();
+        match result {
+            Ok(_) => *h = (0, String::new()),
+            Err(e) => *h = (h.0 + 1, e.to_string()),
+        }
+        self.failing.set(h.0 as i64);
     }
 
     /// Builds an index beside every segment of the signals `indexer` covers.
@@ -107,7 +193,6 @@ impl Flusher {
                 _ = shutdown.changed() => break,
             }
             if let Err(e) = self.flush_once().await {
-                self.failures.inc();
                 tracing::error!(error = %e, "flush failed; the data stays in the head and the WAL, retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -127,6 +212,15 @@ impl Flusher {
 
     /// Writes everything in the head to Parquet and commits it. A no-op on an empty head.
     pub async fn flush_once(&self) -> Result<FlushStats, StorageError> {
+        let result = self.flush_generation().await;
+        if result.is_err() {
+            self.failures.inc();
+        }
+        self.record(&result);
+        result
+    }
+
+    async fn flush_generation(&self) -> Result<FlushStats, StorageError> {
         let Some(generation) = self.head.begin_flush() else { return Ok(FlushStats::default()) };
         let started = Instant::now();
         let checkpoint = generation.last_lsn;
@@ -135,10 +229,15 @@ impl Flusher {
         let node = self.node.clone();
         let g = generation.clone();
         let indexer = self.indexer.clone();
+        let chunk_bytes = self.chunk_bytes;
         // Sorting and Parquet encoding are CPU work: keep them off the async workers.
         let metas = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
             let mut metas = Vec::with_capacity(g.partitions.len());
-            for (key, batches) in &g.partitions {
+            let parts = g
+                .partitions
+                .iter()
+                .flat_map(|(key, batches)| chunks(batches, chunk_bytes).into_iter().map(move |c| (key, c)));
+            for (key, batches) in parts {
                 let sorted = segment::sort_rows(key.signal, batches)?;
                 let (day, hour) = partition_dirs(key.hour);
                 let salt: u32 = rand::rng().random();

@@ -194,6 +194,20 @@ impl Head {
         HeadParts { parts, overlap_from_lsn }
     }
 
+    /// The hours of `tenant`/`signal` that the head (active and flushing) holds rows of.
+    pub fn hours(&self, tenant: &Tenant, signal: Signal) -> Vec<i64> {
+        let inner = self.inner.read();
+        let gens = inner.flushing.as_deref().into_iter().chain(std::iter::once(&inner.active));
+        let mut hours: Vec<i64> = gens
+            .flat_map(|g| g.partitions.keys())
+            .filter(|k| &k.tenant == tenant && k.signal == signal)
+            .map(|k| k.hour)
+            .collect();
+        hours.sort_unstable();
+        hours.dedup();
+        hours
+    }
+
     fn update_gauges(&self, inner: &Inner) {
         let f = inner.flushing.as_deref();
         self.bytes_gauge.set((inner.active.bytes + f.map_or(0, |g| g.bytes)) as i64);
@@ -214,6 +228,9 @@ impl BatchSink for Head {
                     !inner.active.partitions.contains_key(&key)
                 })
                 .count();
+            if hours.len() > self.config.max_partitions {
+                return Err(SinkError::TooSpread { max: self.config.max_partitions });
+            }
             (held, inner.active.partitions.len(), new)
         };
         if new_partitions > 0 && partitions > 0 && partitions + new_partitions > self.config.max_partitions {
@@ -390,10 +407,13 @@ mod tests {
         assert!(h.admit(&batch(&[HOUR, 2 * HOUR]), 10).is_ok(), "existing partitions are fine");
         let e = h.admit(&batch(&[3 * HOUR]), 10).unwrap_err();
         assert!(e.to_string().contains("partitions"), "{e}");
-        // After the flush the new generation starts empty, and one request always fits.
+        // After the flush the new generation starts empty; a request within the bound fits,
+        // one that alone spans more hours than a flush may write is refused for good.
         h.begin_flush().unwrap();
         h.finish_flush();
-        assert!(h.admit(&batch(&(0..10).map(|i| i * HOUR).collect::<Vec<_>>()), 10).is_ok());
+        assert!(h.admit(&batch(&[0, HOUR, 2 * HOUR]), 10).is_ok());
+        let e = h.admit(&batch(&(0..10).map(|i| i * HOUR).collect::<Vec<_>>()), 10).unwrap_err();
+        assert!(matches!(e, SinkError::TooSpread { max: 3 }), "{e}");
     }
 
     #[test]

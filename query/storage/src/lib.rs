@@ -26,16 +26,22 @@ pub struct RetentionStats {
     pub paths: Vec<String>,
 }
 
-/// Deletes every partition that ended before `cutoff_ns`: catalog rows first (queries stop
-/// seeing them), then each segment's Parquet file and index directory, then the emptied
-/// partition directories.
+/// Deletes every partition that ended before `cutoff_ns`: catalog rows first (new queries
+/// stop seeing them), then, once `grace` has passed (longer than the longest query, so a
+/// query that listed the segments before the rows went can still read them), each segment's
+/// Parquet file and index directory and the emptied partition directories. A crash during the
+/// grace leaves files without catalog rows, which the start-up sweep removes.
 pub async fn apply_retention(
     catalog: &Catalog,
     store: &SegmentStore,
     cutoff_ns: i64,
+    grace: std::time::Duration,
 ) -> Result<RetentionStats, StorageError> {
     // A partition goes only when all of its hour is older than the cutoff.
     let expired = catalog.expire_before(tracelight_model::time::hour_of(cutoff_ns)).await?;
+    if !expired.is_empty() && !grace.is_zero() {
+        tokio::time::sleep(grace).await;
+    }
     let mut stats = RetentionStats::default();
     for seg in &expired {
         store.delete(&seg.path)?;

@@ -69,7 +69,22 @@ async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_o
     assert!(root.join(path(new, "n2-e")).exists(), "other nodes' files are left alone");
     assert!(root.join(&a.path).exists() && root.join(index_dir(&a.path)).join("meta.json").exists());
 
-    let r = apply_retention(&catalog, &store, new * H).await.unwrap();
+    // A query that listed the segment before its row went can still read it during the grace.
+    let listed = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
+    let grace = std::time::Duration::from_millis(300);
+    let pass = tokio::spawn({
+        let (catalog, store) = (catalog.clone(), store.clone());
+        async move { apply_retention(&catalog, &store, new * H, grace).await.unwrap() }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap().len() == listed.len() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the catalog row goes first");
+    assert!(!pass.is_finished() && root.join(&a.path).exists(), "the file stays for the grace period");
+    let r = pass.await.unwrap();
     assert_eq!((r.segments, r.bytes, r.paths.clone()), (1, 7, vec![a.path.clone()]));
     assert!(!root.join(&a.path).exists() && !root.join(index_dir(&a.path)).exists());
     assert!(!root.join(&a.path).parent().unwrap().exists(), "the emptied partition directory goes too");
@@ -77,7 +92,7 @@ async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_o
     let left = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
     assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["n1-b"]);
     // Nothing more to do.
-    assert_eq!(apply_retention(&catalog, &store, new * H).await.unwrap().segments, 0);
+    assert_eq!(apply_retention(&catalog, &store, new * H, grace).await.unwrap().segments, 0);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use tracelight_model::auth::bearer_allowed;
+use tracelight_model::auth::Scope;
 use tracelight_model::{TENANT_HEADER, Tenant};
 
 use super::{Clock, render};
@@ -56,11 +56,10 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 pub fn authorize_page(state: &AppState, headers: &HeaderMap) -> Result<Tenant, AppError> {
     let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
     let presented = header.or_else(|| cookie_token(headers).map(|t| format!("Bearer {t}")));
-    if !bearer_allowed(presented.as_deref(), &state.api_tokens) {
-        return Err(AppError::Unauthorized);
-    }
-    Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
-        .map_err(|e| AppError::BadRequest(e.to_string()))
+    let tenant = Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    state.auth.check(presented.as_deref(), &tenant, Scope::Read)?;
+    Ok(tenant)
 }
 
 pub async fn form(Query(args): Query<LoginArgs>) -> Response {
@@ -73,7 +72,7 @@ pub async fn submit(State(state): State<AppState>, Form(args): Form<LoginArgs>) 
     let next = safe_next(&args.next);
     let token = args.token.trim();
     let valid = !token.is_empty() && !token.contains([';', ',', ' ']) && token.is_ascii();
-    if !valid || !bearer_allowed(Some(&format!("Bearer {token}")), &state.api_tokens) {
+    if !valid || state.auth.check_scope(Some(&format!("Bearer {token}")), Scope::Read).is_err() {
         let page = LoginPage { next, failed: true, render_ms: clock.ms() };
         return (StatusCode::UNAUTHORIZED, render(&page)).into_response();
     }

@@ -89,9 +89,9 @@ pub struct SlosPage {
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
     let clock = Clock::start();
-    super::login::authorize_page(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let e = &state.slos;
-    let rows = e.specs().iter().map(|s| row(s, e.status(&s.name).as_ref(), e.error(&s.name))).collect();
+    let rows = e.specs_of(&tenant).map(|s| row(s, e.status(&s.name).as_ref(), e.error(&s.name))).collect();
     let mut page = SlosPage { rows, windows: BURN_WINDOWS.iter().map(|(w, _)| *w).collect(), render_ms: String::new() };
     page.render_ms = clock.ms();
     Ok(render(&page))
@@ -207,11 +207,10 @@ pub async fn detail(
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
     let clock = Clock::start();
-    super::login::authorize_page(&state, &headers)?;
+    let tenant = super::login::authorize_page(&state, &headers)?;
     let engine = &state.slos;
     let spec = engine
-        .specs()
-        .iter()
+        .specs_of(&tenant)
         .find(|s| s.name == name)
         .ok_or_else(|| AppError::NotFound(format!("no SLO named {name:?}; /slos lists them")))?;
     let status = engine.status(&spec.name);

@@ -52,6 +52,7 @@ fn spec(filter: &str) -> SloSpec {
     let window_ns = 30 * 24 * HOUR;
     SloSpec {
         name: "checkout-avail".into(),
+        tenant: Tenant::default(),
         service: "checkout".into(),
         objective: 99.0,
         window_ns,
@@ -145,6 +146,71 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     health.tick(NOW + 65 * MIN).await;
     let s = health.status("checkout-avail").unwrap();
     assert_eq!((s.events, s.bad_events), (425, 425));
+}
+
+/// Spans that arrive long after their event time (a collector's retry queue draining after an
+/// outage, WAL replay after a restart) are counted exactly once, whether they are still in the
+/// head or already flushed, and across a restart of the evaluator. Once, the minutes of such
+/// spans were never recounted: a 1 h burn rate of 58-64 instead of 50.
+#[tokio::test]
+async fn late_spans_are_counted_exactly_once_whatever_their_arrival_order() {
+    let fx = crate::Fixture::empty().await;
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: NOW, limits: ItemLimits::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
+    catalog.migrate().await.unwrap();
+    let store: Arc<dyn SloStore> = Arc::new(catalog);
+    let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
+    let evaluator = || {
+        SloEngine::new(
+            vec![spec("name = 'POST /checkout'")],
+            Some(store.clone()),
+            engine.clone(),
+            vec![],
+            String::new(),
+        )
+    };
+
+    // Nothing has arrived yet when the evaluator first counts.
+    let slos = evaluator();
+    slos.tick(NOW).await;
+    assert_eq!(slos.status("checkout-avail").unwrap().events, 0);
+
+    // Then 50 minutes of spans arrive at once, all older than the re-counted last minutes:
+    // 10 a minute, 2 of them bad in the first 25 minutes (4% bad over the hour before now).
+    let late = traffic(-50, 0, i64::MAX, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            if s.name == "POST /checkout" && (s.start - (NOW - 50 * MIN)) < 25 * MIN && i % 12 < 2 {
+                s.error = true;
+                s.status_code = 500;
+            }
+            s
+        })
+        .collect::<Vec<_>>();
+    let bad = late.iter().filter(|s| s.name == "POST /checkout" && s.service == "checkout" && s.error).count() as u64;
+    assert!(bad > 0);
+    let (first, second) = late.split_at(late.len() / 2);
+    fx.head.consume(1, vec![traces_to_arrow(&dataset::spans_request(first), &ctx).batch]);
+    fx.flusher.flush_once().await.unwrap();
+    fx.head.consume(2, vec![traces_to_arrow(&dataset::spans_request(second), &ctx).batch]);
+    slos.tick(NOW + MIN).await;
+    let s = slos.status("checkout-avail").unwrap();
+    assert_eq!((s.events, s.bad_events), (500, bad), "one tick later, head and segments both counted");
+
+    // Flushed, evaluated again and by a restarted evaluator: still exactly once.
+    fx.flusher.flush_once().await.unwrap();
+    slos.tick(NOW + 2 * MIN).await;
+    let restarted = evaluator();
+    restarted.tick(NOW + 3 * MIN).await;
+    for e in [&slos, &restarted] {
+        let s = e.status("checkout-avail").unwrap();
+        assert_eq!((s.events, s.bad_events), (500, bad));
+        let burn = s.burn_rates["1h"].unwrap();
+        let want = bad as f64 / 500.0 / 0.01;
+        assert!((burn - want).abs() < 1e-9, "1h burn {burn} != {want}");
+    }
 }
 
 /// A receiver on 127.0.0.1 that answers 500 to its first `fail` requests, then 200, and
