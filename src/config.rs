@@ -158,7 +158,7 @@ pub struct Listen {
     pub http: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ingest {
     /// Largest export request, in bytes, after decompression.
@@ -243,7 +243,7 @@ impl Default for RetentionSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
     /// Deprecated: bearer tokens with the `read` and `admin` scopes on every tenant. Use
@@ -276,6 +276,39 @@ pub struct TokenConfig {
     pub tenants: Vec<String>,
     /// Any of `ingest` (send telemetry), `read` (API, UI, SLOs), `admin` (`/metrics`).
     pub scopes: Vec<tracelight_model::auth::Scope>,
+}
+
+/// Tokens as `Debug` shows them: how many, never what.
+struct Masked(usize);
+
+impl std::fmt::Debug for Masked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} tokens]", self.0)
+    }
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_attribute_key_bytes", &self.max_attribute_key_bytes)
+            .field("max_attribute_value_bytes", &self.max_attribute_value_bytes)
+            .field("max_attributes", &self.max_attributes)
+            .field("max_log_body_bytes", &self.max_log_body_bytes)
+            .field("accept_past", &self.accept_past)
+            .field("accept_future", &self.accept_future)
+            .field("tokens", &Masked(self.tokens.len()))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("tokens", &Masked(self.tokens.len()))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -321,7 +354,7 @@ impl Default for Listen {
 impl Default for Ingest {
     fn default() -> Self {
         Ingest {
-            max_request_bytes: 16 << 20,
+            max_request_bytes: 4 << 20,
             max_attribute_key_bytes: 1024,
             max_attribute_value_bytes: 64 << 10,
             max_attributes: 1024,
@@ -879,6 +912,8 @@ secret = "whsec_c2VjcmV0"
             r#"
 [ingest]
 tokens = ["legacy-ingest"]
+[api]
+tokens = ["legacy-reader"]
 [[auth.tokens]]
 token = "team-a-writer"
 tenants = ["a"]
@@ -898,7 +933,9 @@ scopes = ["read", "admin"]
         assert!(matches!(auth.check(Some("Bearer team-a-writer"), &b, Scope::Ingest), Err(Denied::Forbidden(_))));
         assert_eq!(auth.check(Some("Bearer legacy-ingest"), &b, Scope::Ingest), Ok(()), "flat lists: every tenant");
         assert_eq!(auth.check_scope(Some("Bearer from-a-file-1"), Scope::Admin), Ok(()));
-        assert!(!format!("{c:?}").contains("team-a-writer"), "tokens stay out of Debug output");
+        for secret in ["team-a-writer", "legacy-ingest", "legacy-reader"] {
+            assert!(!format!("{c:?}").contains(secret), "tokens stay out of Debug output");
+        }
         for (change, msg) in [
             (text.replace("tenants = [\"a\"]", "tenants = []"), "tenants is empty"),
             (text.replace("tenants = [\"a\"]", "tenants = [\"../etc\"]"), "invalid tenant"),

@@ -120,7 +120,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
             &registry,
         )
-        .with_indexer(Arc::new(SegmentIndexBuilder)),
+        .with_indexer(Arc::new(SegmentIndexBuilder))
+        // Crash tests aim SIGKILL between the Parquet write and the catalog commit with it.
+        .with_pause_before_commit(
+            std::env::var("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(std::time::Duration::from_millis),
+        ),
     );
     let engine = Arc::new(Engine::new(
         catalog.clone(),

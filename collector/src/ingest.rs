@@ -31,7 +31,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
-            max_request_bytes: 16 << 20,
+            max_request_bytes: 4 << 20,
             item_limits: ItemLimits::default(),
             auth: Arc::new(Auth::default()),
             max_wal_bytes: 4 << 30,
@@ -98,6 +98,10 @@ pub struct Ingestor {
     sink: Arc<dyn BatchSink>,
     config: IngestConfig,
     metrics: Metrics,
+    /// Requests being decoded at once. Decoding is CPU work, so more than one per core buys
+    /// nothing, and a decoded request can take many times its wire size (prost's structs for
+    /// empty items): this bounds what decoding holds in memory at any moment.
+    decoding: tokio::sync::Semaphore,
 }
 
 impl Ingestor {
@@ -127,7 +131,8 @@ impl Ingestor {
                 "Strings with invalid UTF-8 that were stored with U+FFFD instead of refusing the request.",
             ),
         };
-        Ingestor { wal, sink, config, metrics }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ingestor { wal, sink, config, metrics, decoding: tokio::sync::Semaphore::new(cores) }
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -161,8 +166,10 @@ impl Ingestor {
                 now_ns: tracelight_model::time::now_ns(),
                 limits: self.config.item_limits.clone(),
             };
+            let slot = self.decoding.acquire().await.expect("the semaphore is never closed");
             let decoded =
                 decode::decode(signal, body, format, &ctx).map_err(|e| IngestError::Invalid(e.to_string()))?;
+            drop(slot);
             let Decoded { batch, rejected, message, reasons, truncated_values, invalid_utf8 } = decoded;
             let accepted = batch.num_rows() as u64;
             if accepted > 0 {

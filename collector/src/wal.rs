@@ -433,64 +433,50 @@ fn replay_segment(
     let mut data = Vec::with_capacity(len as usize);
     file.read_to_end(&mut data).map_err(|e| WalError::io("read WAL segment", path, e))?;
 
-    let mut pos = 0usize;
+    let scan = scan(&data, first_lsn.saturating_sub(1));
     let mut last_lsn = first_lsn.saturating_sub(1);
-    let mut damage: Option<String> = None;
-    while pos < data.len() {
-        match parse_record(&data[pos..], last_lsn) {
-            Ok((lsn, payload)) => {
-                stats.records += 1;
-                if lsn <= checkpoint {
-                    stats.skipped += 1;
-                } else {
-                    match record::decode(payload, limits) {
-                        Ok(batches) => {
-                            stats.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                            sink.consume(lsn, batches);
-                        }
-                        Err(e) => {
-                            // The CRC matched: the bytes are what was written, this binary just
-                            // cannot read them. Keep a copy, skip the record, never cut the file.
-                            stats.undecodable += 1;
-                            let kept = quarantine(path);
-                            tracing::error!(
-                                segment = %path.display(),
-                                lsn,
-                                error = %e,
-                                copy = %kept,
-                                "WAL record cannot be decoded by this version; skipped, segment kept"
-                            );
-                        }
-                    }
+    for (offset, skipped, why) in &scan.skipped {
+        stats.damaged += 1;
+        stats.damaged_bytes += *skipped as u64;
+        let kept = quarantine(path);
+        tracing::warn!(
+            segment = %path.display(),
+            offset,
+            bytes_skipped = skipped,
+            copy = %kept,
+            "WAL damage found ({why}); skipped to the next intact record"
+        );
+    }
+    for (lsn, range) in &scan.records {
+        let (lsn, payload) = (*lsn, &data[range.clone()]);
+        stats.records += 1;
+        if lsn <= checkpoint {
+            stats.skipped += 1;
+        } else {
+            match record::decode(payload, limits) {
+                Ok(batches) => {
+                    stats.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                    sink.consume(lsn, batches);
                 }
-                last_lsn = lsn;
-                pos += HEADER + payload.len();
-            }
-            Err(why) => {
-                // Scan on to the next intact record: damage in the middle of a file (a bad
-                // sector, a flipped bit) must not take every later record with it.
-                match next_intact(&data, pos + 1, last_lsn) {
-                    Some(next) => {
-                        stats.damaged += 1;
-                        stats.damaged_bytes += (next - pos) as u64;
-                        let kept = quarantine(path);
-                        tracing::warn!(
-                            segment = %path.display(),
-                            offset = pos,
-                            bytes_skipped = next - pos,
-                            copy = %kept,
-                            "WAL damage found ({why}); skipped to the next intact record"
-                        );
-                        pos = next;
-                    }
-                    None => {
-                        damage = Some(why);
-                        break;
-                    }
+                Err(e) => {
+                    // The CRC matched: the bytes are what was written, this binary just
+                    // cannot read them. Keep a copy, skip the record, never cut the file.
+                    stats.undecodable += 1;
+                    let kept = quarantine(path);
+                    tracing::error!(
+                        segment = %path.display(),
+                        lsn,
+                        error = %e,
+                        copy = %kept,
+                        "WAL record cannot be decoded by this version; skipped, segment kept"
+                    );
                 }
             }
         }
+        last_lsn = lsn;
     }
+    let pos = scan.end;
+    let damage = scan.tail_damage;
     if let Some(why) = damage {
         let cut = data.len() - pos;
         stats.damaged += 1;
@@ -525,6 +511,49 @@ fn quarantine(path: &Path) -> String {
         Ok(()) => target.display().to_string(),
         Err(e) => format!("copy failed: {e}"),
     }
+}
+
+/// What a segment file holds: its intact records in order, the damage skipped between them,
+/// and where the intact part ends (with why, when damage runs from there to the end).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// `(lsn, payload byte range)` of every intact record.
+    pub records: Vec<(u64, std::ops::Range<usize>)>,
+    /// `(offset, bytes skipped, why)` of damage followed by an intact record.
+    pub skipped: Vec<(usize, usize, String)>,
+    /// End of the last intact record.
+    pub end: usize,
+    pub tail_damage: Option<String>,
+}
+
+/// Reads a segment's bytes (pure: replay and the fuzz target call it). `prev_lsn`: the LSN
+/// before the segment's first.
+pub fn scan(data: &[u8], prev_lsn: u64) -> Scan {
+    let mut out = Scan::default();
+    let (mut pos, mut last_lsn) = (0usize, prev_lsn);
+    while pos < data.len() {
+        match parse_record(&data[pos..], last_lsn) {
+            Ok((lsn, payload)) => {
+                out.records.push((lsn, pos + HEADER..pos + HEADER + payload.len()));
+                last_lsn = lsn;
+                pos += HEADER + payload.len();
+                out.end = pos;
+            }
+            // Scan on to the next intact record: damage in the middle of a file (a bad
+            // sector, a flipped bit) must not take every later record with it.
+            Err(why) => match next_intact(data, pos + 1, last_lsn) {
+                Some(next) => {
+                    out.skipped.push((pos, next - pos, why));
+                    pos = next;
+                }
+                None => {
+                    out.tail_damage = Some(why);
+                    break;
+                }
+            },
+        }
+    }
+    out
 }
 
 /// The offset of the first intact record at or after `from` whose LSN follows `prev_lsn`.

@@ -26,7 +26,7 @@ pub struct SpanLink {
     pub attributes: Attributes,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpanRecord {
     pub trace_id: String,
     pub span_id: String,

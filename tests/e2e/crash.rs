@@ -13,13 +13,21 @@ use crate::harness::Server;
 use crate::otlp;
 use crate::transport::{self, Body};
 
-const ROUNDS: usize = 6;
+/// Rounds of kill -9 (`TRACELIGHT_CRASH_ROUNDS`; `scripts/crash` runs 100 on a release build).
+fn rounds() -> usize {
+    std::env::var("TRACELIGHT_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+}
+
 const PER_REQUEST: i64 = 50;
+const TABLES: [&str; 3] = ["spans", "logs", "metrics"];
 
 #[derive(Default)]
 struct Acked {
-    spans: Vec<i64>,
-    logs: Vec<i64>,
+    /// Acknowledged sequence numbers per table (`TABLES` order).
+    acked: [Vec<i64>; 3],
+    /// First sequence number of each request that was not acknowledged, per table: stored
+    /// all or nothing.
+    unacked: [Vec<i64>; 3],
     /// Distinct refusals seen (the server being killed causes most of them).
     errors: std::collections::BTreeSet<String>,
 }
@@ -33,63 +41,121 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
             // Flushes, WAL rotation and truncation all happen while the kills land.
             ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms"),
             ("TRACELIGHT_WAL_SEGMENT_BYTES", "200000"),
-            ("TRACELIGHT_QUERY_MAX_RESULT_ROWS", "10000000"),
+            ("TRACELIGHT_QUERY_MAX_RESULT_ROWS", "100000000"),
+            ("TRACELIGHT_QUERY_MAX_RESULT_BYTES", "1000000000"),
+            // Every flush pauses between the Parquet write and the catalog commit, and says so
+            // in the log: odd rounds kill right there.
+            ("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS", "100"),
         ],
     );
     let acked = Arc::new(Mutex::new(Acked::default()));
     let next = Arc::new(AtomicI64::new(0));
     let mut recovery = Vec::new();
     let mut acked_before = 0;
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    let mut landed = 0;
+    for round in 0..rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let ch = transport::channel(&server).await;
         let mut tasks = Vec::new();
-        for worker in 0..4 {
+        for worker in 0..5 {
             let (ch, stop, next, acked) = (ch.clone(), stop.clone(), next.clone(), acked.clone());
             let http = reqwest::Client::new();
             let otlp_http = server.otlp("/v1/traces");
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let first = next.fetch_add(PER_REQUEST, Ordering::Relaxed);
-                    let result: Result<(), String> = match worker {
-                        0 | 1 => transport::grpc_traces(&ch, otlp::seq_traces("crash", first, PER_REQUEST), false)
-                            .await
-                            .map_err(|e| format!("gRPC {:?}: {}", e.code(), e.message()))
-                            .and_then(|r| r.partial_success.map_or(Ok(()), |p| Err(format!("{p:?}")))),
+                    let grpc = |e: tonic::Status| format!("gRPC {:?}: {}", e.code(), e.message());
+                    let (table, result): (usize, Result<(), String>) = match worker {
+                        0 | 1 => (
+                            0,
+                            transport::grpc_traces(&ch, otlp::seq_traces("crash", first, PER_REQUEST), false)
+                                .await
+                                .map_err(grpc)
+                                .and_then(|r| r.partial_success.map_or(Ok(()), |p| Err(format!("{p:?}")))),
+                        ),
                         2 => {
                             use prost::Message;
                             let body = otlp::seq_traces("crash", first, PER_REQUEST).encode_to_vec();
-                            match http
+                            let sent = http
                                 .post(&otlp_http)
                                 .header("content-type", "application/x-protobuf")
                                 .body(body)
-                                .send()
+                                .send();
+                            (
+                                0,
+                                match sent.await {
+                                    Ok(r) if r.status() == 200 => Ok(()),
+                                    Ok(r) => Err(format!("HTTP {}", r.status())),
+                                    Err(e) => Err(format!("HTTP client: {e}")),
+                                },
+                            )
+                        }
+                        3 => (
+                            1,
+                            transport::grpc_logs(&ch, otlp::logs("crash", first, PER_REQUEST), false)
                                 .await
-                            {
-                                Ok(r) if r.status() == 200 => Ok(()),
-                                Ok(r) => Err(format!("HTTP {}", r.status())),
-                                Err(e) => Err(format!("HTTP client: {e}")),
+                                .map_err(grpc)
+                                .and_then(|r| r.partial_success.map_or(Ok(()), |p| Err(format!("{p:?}")))),
+                        ),
+                        _ => (
+                            2,
+                            transport::grpc_metrics(&ch, otlp::seq_metrics("crash", first, PER_REQUEST), false)
+                                .await
+                                .map_err(grpc)
+                                .and_then(|r| r.partial_success.map_or(Ok(()), |p| Err(format!("{p:?}")))),
+                        ),
+                    };
+                    let failed = {
+                        let mut a = acked.lock().unwrap();
+                        match result {
+                            Ok(()) => {
+                                a.acked[table].extend(first..first + PER_REQUEST);
+                                false
+                            }
+                            Err(e) => {
+                                // Not acknowledged: not counted, but stored all or nothing.
+                                a.unacked[table].push(first);
+                                a.errors.insert(e.chars().take(160).collect());
+                                true
                             }
                         }
-                        _ => transport::grpc_logs(&ch, otlp::logs("crash", first, PER_REQUEST), false)
-                            .await
-                            .map_err(|e| format!("gRPC {:?}: {}", e.code(), e.message()))
-                            .and_then(|r| r.partial_success.map_or(Ok(()), |p| Err(format!("{p:?}")))),
                     };
-                    if let Err(e) = result {
-                        // Not acknowledged: not counted. Keep going, as an SDK retries.
-                        acked.lock().unwrap().errors.insert(e.chars().take(160).collect());
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    let mut a = acked.lock().unwrap();
-                    let list = if worker == 3 { &mut a.logs } else { &mut a.spans };
-                    list.extend(first..first + PER_REQUEST);
+                    // Keep going, as an SDK retries; a little slower than flat out, so that a debug
+                    // build's flush keeps up over 100 rounds.
+                    tokio::time::sleep(Duration::from_millis(if failed { 20 } else { 2 })).await;
                 }
             }));
         }
-        let wait = rand::rng().random_range(300..1200);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Ingest must resume after the restart before the next kill (a slow debug flush can
+        // keep the head full for a while after a replay).
+        let resumed = std::time::Instant::now();
+        while acked.lock().unwrap().acked.iter().map(Vec::len).sum::<usize>() == acked_before {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(60),
+                "round {round} acknowledged nothing in 60 s: ingest did not resume after the restart\nerrors: {:?}\n{}",
+                acked.lock().unwrap().errors,
+                tail(&server.log())
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let aimed = round % 2 == 1;
+        let waited = if aimed {
+            // Kill while a flush has written its files but not committed them.
+            let seen = server.log().matches("pausing before the catalog commit").count();
+            let started = std::time::Instant::now();
+            while server.log().matches("pausing before the catalog commit").count() == seen
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            landed += (server.log().matches("pausing before the catalog commit").count() > seen) as usize;
+            started.elapsed().as_millis() as u64
+        } else {
+            let wait = rand::rng().random_range(300..1200);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            wait
+        };
         server.kill9();
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
@@ -98,41 +164,45 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
         server.restart_after_kill9();
         recovery.push(server.start_time);
         let a = acked.lock().unwrap();
+        let now: usize = a.acked.iter().map(Vec::len).sum();
         eprintln!(
-            "round {round}: killed after {wait} ms; {} spans and {} logs acknowledged so far",
-            a.spans.len(),
-            a.logs.len()
-        );
-        let now = a.spans.len() + a.logs.len();
-        assert!(
-            now > acked_before,
-            "round {round} acknowledged nothing: ingest did not resume after the restart\nerrors: {:?}\n{}",
-            a.errors,
-            tail(&server.log())
+            "round {round}: killed {} after {waited} ms; {now} records acknowledged so far",
+            if aimed { "between the Parquet write and the catalog commit" } else { "at random" },
         );
         acked_before = now;
     }
 
-    let (spans, logs) = {
-        let a = acked.lock().unwrap();
-        (a.spans.clone(), a.logs.clone())
-    };
-    assert!(spans.len() > 1000 && logs.len() > 200, "the load really ran: {} spans, {} logs", spans.len(), logs.len());
-    for (table, acked) in [("spans", spans), ("logs", logs)] {
+    let a = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        a.acked[0].len() > 1000 && a.acked[1].len() > 200 && a.acked[2].len() > 200,
+        "the load really ran: {:?}",
+        a.acked.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let mut report = Vec::new();
+    for (t, table) in TABLES.iter().enumerate() {
         let rows = server
             .sql(&format!("SELECT CAST(attributes['seq'] AS BIGINT) FROM {table} WHERE service_name = 'crash'"))
             .await;
         let stored: Vec<i64> = rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
         let distinct: HashSet<i64> = stored.iter().copied().collect();
-        let lost: Vec<i64> = acked.iter().copied().filter(|s| !distinct.contains(s)).collect();
+        let lost: Vec<i64> = a.acked[t].iter().copied().filter(|s| !distinct.contains(s)).collect();
         let duplicates = stored.len() - distinct.len();
-        eprintln!(
-            "{table}: acknowledged {}, stored {} ({} distinct), lost {}, duplicates {duplicates}",
-            acked.len(),
+        let partial: Vec<(i64, usize)> = a.unacked[t]
+            .iter()
+            .map(|f| (*f, (*f..f + PER_REQUEST).filter(|s| distinct.contains(s)).count()))
+            .filter(|(_, n)| *n != 0 && *n != PER_REQUEST as usize)
+            .collect();
+        let kept = a.unacked[t].iter().filter(|f| distinct.contains(f)).count();
+        report.push(format!(
+            "{table}: acknowledged {}, stored {} ({} distinct), lost {}, duplicates {duplicates}, \
+             unacknowledged requests {} ({kept} stored whole, {} partly)",
+            a.acked[t].len(),
             stored.len(),
             distinct.len(),
-            lost.len()
-        );
+            lost.len(),
+            a.unacked[t].len(),
+            partial.len()
+        ));
         assert!(
             lost.is_empty(),
             "{table}: {} acknowledged records lost, e.g. {:?}",
@@ -140,10 +210,18 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
             &lost[..lost.len().min(10)]
         );
         assert_eq!(duplicates, 0, "{table}: the WAL checkpoint must prevent replaying flushed records");
+        assert!(partial.is_empty(), "{table}: unacknowledged requests stored in part: {partial:?}");
     }
-    eprintln!("refusals seen during the kills: {:?}", acked.lock().unwrap().errors);
     let max = recovery.iter().max().unwrap();
-    eprintln!("recovery (start to listening, including WAL replay): max {max:?}, all {recovery:?}");
+    let mean = recovery.iter().sum::<Duration>() / recovery.len() as u32;
+    eprintln!(
+        "CRASH REPORT: {rounds} rounds of SIGKILL, {landed} of them between a flush's Parquet write and its catalog commit"
+    );
+    for line in &report {
+        eprintln!("CRASH REPORT: {line}");
+    }
+    eprintln!("CRASH REPORT: recovery (start to listening, WAL replay included): mean {mean:?}, max {max:?}");
+    eprintln!("refusals seen during the kills: {:?}", a.errors);
 }
 
 #[tokio::test]

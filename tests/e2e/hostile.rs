@@ -32,6 +32,12 @@ async fn forged_cursors_are_refused_on_the_api_and_the_page() {
     transport::http_export(&server, "/v1/logs", &otlp::logs("svc", 0, 5), Body::Protobuf, false).await;
     // The cursor that once asked tantivy for ~10^15 bytes and aborted the process.
     let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("9000000000000000000:35184372088832:");
+    // A query nested 10,000 deep once overflowed the parser's stack and aborted the process.
+    let deep = format!("{}a{}", "%28".repeat(10_000), "%29".repeat(10_000));
+    for path in [format!("/api/v1/logs?q={deep}"), format!("/logs?q={deep}"), format!("/logs/tail?q={deep}")] {
+        let (status, body) = get(&server, &path).await;
+        assert_eq!(status, 400, "{}: {body}", &path[..30]);
+    }
     for path in [format!("/api/v1/logs?q=x&cursor={forged}"), format!("/logs?q=x&cursor={forged}")] {
         let (status, body) = get(&server, &path).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -48,9 +54,9 @@ async fn forged_cursors_are_refused_on_the_api_and_the_page() {
 async fn a_small_gzipped_request_of_empty_items_neither_aborts_nor_bloats() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    // 1.5M empty KeyValues on the resource and 1.5M empty records: 6 MB of protobuf, a few KB
-    // gzipped. Builders were once pre-sized from the product (an allocation of ~10^13 bytes).
-    let n = 1_500_000;
+    // 1M empty KeyValues on the resource and 1M empty records: 4 MB of protobuf (the default
+    // limit), a few KB gzipped. Builders were once pre-sized from the product (~10^13 bytes).
+    let n = 1_000_000;
     let req = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource { attributes: vec![KeyValue::default(); n], ..Default::default() }),
@@ -82,6 +88,7 @@ async fn timestamps_far_from_now_are_rejected_per_item_and_bound_partitions() {
             ("TRACELIGHT_INGEST_ACCEPT_PAST", "7d"),
             ("TRACELIGHT_INGEST_ACCEPT_FUTURE", "1h"),
             ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "1h"),
+            ("TRACELIGHT_INGEST_MAX_REQUEST_BYTES", "16777216"),
         ],
     );
     let now = now_ns();
@@ -342,11 +349,20 @@ async fn sql_stays_within_its_memory_time_and_size_limits() {
         ("SELECT array_agg(body) OVER (ORDER BY time) FROM logs", 400),
         ("SELECT count(*) FROM range(100000000000) a CROSS JOIN range(100) b", 422),
     ] {
+        let sql = sql.to_string();
         let started = std::time::Instant::now();
         let res = c.post(server.api("/api/v1/query")).json(&serde_json::json!({ "sql": sql })).send().await.unwrap();
-        assert_eq!(res.status(), want, "{sql}: {}", res.text().await.unwrap());
+        assert_eq!(res.status(), want, "{}: {}", &sql[..sql.len().min(60)], res.text().await.unwrap());
         assert!(started.elapsed() < std::time::Duration::from_secs(8), "{sql}: {:?}", started.elapsed());
         assert!(server.alive().await, "{sql}");
+    }
+    // Deep nesting and oversized text: refused, never a crash.
+    for sql in
+        [format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000)), format!("SELECT '{}'", "x".repeat(1 << 20))]
+    {
+        let res = c.post(server.api("/api/v1/query")).json(&serde_json::json!({ "sql": sql })).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{}", &sql[..40]);
+        assert!(server.alive().await);
     }
     let peak = server.peak_rss();
     eprintln!("peak RSS {} MiB after the SQL attacks (before: {} MiB)", peak >> 20, before >> 20);

@@ -62,8 +62,15 @@ async fn every_signal_over_every_transport_is_stored_exactly_and_survives_restar
     // Queryable at once (head), then from Parquet after a flush, after SIGTERM, after kill -9.
     assert_eq!(server.sql(per_service).await, expected);
     check_fields(&server).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let v = server.query_json(json!({ "sql": "SELECT count(*) FROM spans" })).await;
+    // Wait on the flush itself, not a clock.
+    let started = std::time::Instant::now();
+    let v = loop {
+        let v = server.query_json(json!({ "sql": "SELECT count(*) FROM spans" })).await;
+        if v["stats"]["segments"].as_u64().unwrap_or(0) > 0 || started.elapsed() > std::time::Duration::from_secs(30) {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(v["stats"]["segments"].as_u64().unwrap() > 0, "flushed to Parquet: {v}");
     assert_eq!(server.sql(per_service).await, expected);
     server.restart();

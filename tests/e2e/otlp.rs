@@ -133,6 +133,33 @@ pub fn array_log(service: &str) -> ExportLogsServiceRequest {
     req
 }
 
+/// `n` gauge points with seq `first..first+n`, one series each.
+pub fn seq_metrics(service: &str, first: i64, n: i64) -> ExportMetricsServiceRequest {
+    let points = (first..first + n)
+        .map(|q| NumberDataPoint {
+            attributes: vec![kv("seq", i(q))],
+            time_unix_nano: T0 + q as u64 * 1000,
+            value: Some(number_data_point::Value::AsDouble(q as f64)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(service),
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope(),
+                metrics: vec![Metric {
+                    name: "seq.gauge".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points: points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// One point of each of the five metric kinds (a histogram with an exemplar on trace 7).
 /// The gauge is NaN except for JSON, whose encoder here writes non-finite numbers as null.
 pub fn metrics(service: &str) -> ExportMetricsServiceRequest {

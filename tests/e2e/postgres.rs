@@ -49,11 +49,11 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("0001_segments") && stdout.contains("0003_slo"), "{stdout}");
+    assert!(stdout.contains("0001_segments") && stdout.contains("0004_slo_late_data"), "{stdout}");
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM _tracelight_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(
@@ -64,8 +64,15 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
     let ch = transport::channel(&server).await;
     transport::grpc_traces(&ch, otlp::seq_traces("pg", 0, 40), false).await.unwrap();
     transport::grpc_logs(&ch, otlp::logs("pg", 0, 15), false).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let (segments,): (i64,) = sqlx::query_as("SELECT count(*) FROM segments").fetch_one(&mut conn).await.unwrap();
+    // Wait on the condition, not a clock: the flush runs every 200 ms.
+    let started = std::time::Instant::now();
+    let segments = loop {
+        let (segments,): (i64,) = sqlx::query_as("SELECT count(*) FROM segments").fetch_one(&mut conn).await.unwrap();
+        if segments >= 2 || started.elapsed() > std::time::Duration::from_secs(30) {
+            break segments;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(segments >= 2, "flushed segments are recorded in PostgreSQL: {segments}");
     transport::grpc_traces(&ch, otlp::seq_traces("pg", 40, 5), false).await.unwrap();
     server.restart_after_kill9();

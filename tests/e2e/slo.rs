@@ -154,8 +154,19 @@ url = "{url}"
         server.http_client().get(server.api(&format!("/traces/{trace}"))).send().await.unwrap().text().await.unwrap();
     assert!(waterfall.contains("card declined by issuer 7731") && waterfall.contains("span error"), "{waterfall}");
 
-    // A restart re-evaluates from the catalog's state: nothing is sent twice.
+    // A restart re-evaluates from the catalog's state: nothing is sent twice. Wait for an
+    // evaluation after the restart (not a clock), then for the outbox to be read twice more.
+    let restarted_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     server.restart();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = server.http_client().get(server.api("/api/v1/slos")).send().await.unwrap().json().await.unwrap();
+        if v["slos"][0]["evaluated_at_ns"].as_i64().is_some_and(|t| t > restarted_ns) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no evaluation after the restart: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(chat.lock().len(), 4, "{:?}", chat.lock());
 }

@@ -70,16 +70,17 @@ async fn host_guard(State(s): State<AppState>, req: axum::extract::Request, next
         Some(h) => Some(h.to_str().unwrap_or("").to_string()),
         None => req.uri().authority().map(|a| a.to_string()),
     };
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
     if s.auth.is_open()
+        && !probe
         && let Some(host) = host
+        && !host_allowed(&host, &s.allowed_hosts)
     {
-        if !host_allowed(&host, &s.allowed_hosts) {
-            let name: String = host.chars().take(100).filter(|c| !c.is_control()).collect();
-            return AppError::Forbidden(format!(
-                "this server does not answer to the host name {name:?}; add it to api.allowed_hosts (or configure tokens)"
-            ))
-            .into_response();
-        }
+        let name: String = host.chars().take(100).filter(|c| !c.is_control()).collect();
+        return AppError::Forbidden(format!(
+            "this server does not answer to the host name {name:?}; add it to api.allowed_hosts (or configure tokens)"
+        ))
+        .into_response();
     }
     next.run(req).await
 }

@@ -106,7 +106,9 @@ async fn checkpoint_skips_flushed_records_and_truncation_deletes_whole_segments(
 #[tokio::test]
 async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _, rec) = open(dir.path(), 1 << 30, 0);
+    let registry = Registry::default();
+    let rec = Arc::new(Recorder::default());
+    let (wal, _) = Wal::open(opts(dir.path(), 1 << 30), 0, rec.clone(), &registry).unwrap();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let wal = wal.clone();
@@ -120,6 +122,14 @@ async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
     assert_eq!(lsns, (1..=64).collect::<Vec<_>>());
     let seen: Vec<u64> = rec.0.lock().iter().map(|r| r.0).collect();
     assert_eq!(seen, (1..=64).collect::<Vec<_>>(), "the sink sees LSNs in order, without gaps");
+    // Group commit: 64 concurrent appends, far fewer fsyncs (one per group).
+    let text = registry.render();
+    let fsyncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tracelight_wal_fsync_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fsync count in\n{text}"));
+    assert!((1..=32).contains(&fsyncs), "{fsyncs} fsyncs for 64 concurrent appends");
 }
 
 /// Damages the only segment in `dir` (of 4 records) and returns the LSNs that must survive.

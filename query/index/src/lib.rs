@@ -23,7 +23,7 @@ use tracelight_model::Signal;
 use tracelight_storage::SegmentIndexer;
 
 pub use histogram::TimeBuckets;
-pub use search::{IndexSearch, LogSearch};
+pub use search::{IndexSearch, LogSearch, LogSyntax};
 
 /// Indexing memory for one segment's index; past it tantivy starts another index segment.
 const BUILD_MEMORY: usize = 96 << 20;

@@ -51,6 +51,61 @@ pub struct LogSearch {
 /// skip of at most `MAX_CURSOR_SKIP`, with room to spare).
 pub const MAX_WANT: usize = 100_000;
 
+/// Longest log query text.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Deepest nesting of groups, or run of prefix operators (`-`, `+`, `NOT`), in a log query.
+pub const MAX_QUERY_DEPTH: usize = 32;
+
+/// Tantivy's query grammar and the tree built from it recurse once per level of nesting: a
+/// query of 100,000 `(` overflowed the stack and aborted the process. Refuse what could.
+fn check_query_shape(q: &str) -> Result<(), IndexError> {
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(IndexError::Invalid(format!(
+            "the query is {} bytes; at most {MAX_QUERY_BYTES} are accepted",
+            q.len()
+        )));
+    }
+    // Tantivy separates JSON path segments with \x01 and ends paths with \x00: one of those in
+    // a field name (`attributes.a\x01b:x`) trips an assertion in its parser (found by fuzzing).
+    if q.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(IndexError::Invalid("the query holds control characters; at most whitespace is accepted".into()));
+    }
+    let (mut depth, mut deepest, mut prefixes, mut most_prefixes, mut quoted) = (0usize, 0, 0usize, 0, false);
+    for word in q.split_whitespace() {
+        if word == "NOT" && !quoted {
+            prefixes += 1;
+            most_prefixes = most_prefixes.max(prefixes);
+            continue;
+        }
+        let mut leading = true;
+        for c in word.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth = depth.saturating_sub(1),
+                '-' | '+' if !quoted && leading => {
+                    prefixes += 1;
+                    most_prefixes = most_prefixes.max(prefixes);
+                    continue;
+                }
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+            if !matches!(c, '(' | '-' | '+') {
+                leading = false;
+                prefixes = 0;
+            }
+        }
+    }
+    if deepest > MAX_QUERY_DEPTH || most_prefixes > MAX_QUERY_DEPTH {
+        return Err(IndexError::Invalid(format!(
+            "the query nests {} levels deep; at most {MAX_QUERY_DEPTH} are accepted",
+            deepest.max(most_prefixes)
+        )));
+    }
+    Ok(())
+}
+
 /// Where a hit's row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Source {
@@ -63,8 +118,7 @@ pub struct IndexSearch {
     head: Arc<Head>,
     store: SegmentStore,
     node: String,
-    /// An empty index that only lends its schema and tokenizers to the query parser.
-    parser_index: Index,
+    syntax: LogSyntax,
     fields: Fields,
     searchers: Mutex<HashMap<String, Searcher>>,
     head_index: HeadIndex,
@@ -72,19 +126,50 @@ pub struct IndexSearch {
 
 impl IndexSearch {
     pub fn new(catalog: Catalog, head: Arc<Head>, store: SegmentStore, node: String) -> IndexSearch {
-        let (schema, fields) = schema::schema();
-        let parser_index = Index::create_in_ram(schema);
-        schema::register_tokenizers(&parser_index);
+        let syntax = LogSyntax::new();
+        let fields = syntax.fields;
         IndexSearch {
             catalog,
             head,
             store,
             node,
-            parser_index,
+            syntax,
             fields,
             searchers: Mutex::default(),
             head_index: HeadIndex::default(),
         }
+    }
+
+    /// Parses a query in tantivy's syntax (see [`LogSyntax::parse`]).
+    pub fn parse(&self, q: &str) -> Result<Box<dyn Query>, IndexError> {
+        self.syntax.parse(q)
+    }
+
+    fn id_term(&self, field: tantivy::schema::Field, id: &str) -> Term {
+        Term::from_field_text(field, &id.to_ascii_lowercase())
+    }
+}
+
+/// The log query syntax on its own: what every search parses its text with (and what the
+/// fuzz target exercises).
+pub struct LogSyntax {
+    /// An empty index that only lends its schema and tokenizers to the query parser.
+    index: Index,
+    fields: Fields,
+}
+
+impl Default for LogSyntax {
+    fn default() -> Self {
+        LogSyntax::new()
+    }
+}
+
+impl LogSyntax {
+    pub fn new() -> LogSyntax {
+        let (schema, fields) = schema::schema();
+        let index = Index::create_in_ram(schema);
+        schema::register_tokenizers(&index);
+        LogSyntax { index, fields }
     }
 
     /// Parses a query in tantivy's syntax. Bare words search the body and attribute values and
@@ -93,7 +178,8 @@ impl IndexSearch {
         if q.trim().is_empty() {
             return Ok(Box::new(AllQuery));
         }
-        let mut parser = QueryParser::for_index(&self.parser_index, vec![self.fields.body, self.fields.attr_values]);
+        check_query_shape(q)?;
+        let mut parser = QueryParser::for_index(&self.index, vec![self.fields.body, self.fields.attr_values]);
         parser.set_conjunction_by_default();
         let invalid = |e: &dyn std::fmt::Display| {
             IndexError::Invalid(format!(
@@ -110,11 +196,9 @@ impl IndexSearch {
         };
         parser.build_query_from_user_input_ast(lift_negations(ast)).map_err(|e| invalid(&e))
     }
+}
 
-    fn id_term(&self, field: tantivy::schema::Field, id: &str) -> Term {
-        Term::from_field_text(field, &id.to_ascii_lowercase())
-    }
-
+impl IndexSearch {
     fn log_query(&self, s: &LogSearch) -> Result<Box<dyn Query>, IndexError> {
         let f = &self.fields;
         let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, self.parse(&s.q)?)];

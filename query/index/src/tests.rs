@@ -286,6 +286,40 @@ async fn bad_queries_are_the_callers_error() {
 }
 
 #[tokio::test]
+async fn deeply_nested_and_huge_queries_are_refused_not_recursed() {
+    let fx = Fixture::new().await;
+    let deep = format!("{}a{}", "(".repeat(100_000), ")".repeat(100_000));
+    let negated = "-(".repeat(50_000) + "a" + &")".repeat(50_000);
+    let wide = vec!["word"; 100_000].join(" OR ");
+    let nots = "NOT ".repeat(1000) + "a";
+    let dashes = "-".repeat(1000) + "a";
+    // Found by fuzzing: a control character in a JSON field path hit an assertion in tantivy.
+    let control = "attributes.5s\u{1}\0er.id:4".to_string();
+    for q in [
+        deep,
+        negated,
+        wide,
+        nots,
+        dashes,
+        control,
+        "((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))".into(),
+    ] {
+        match fx.search.logs(&Tenant::default(), &LogSearch { q: q.clone(), ..everything() }).await {
+            Err(IndexError::Invalid(m)) => assert!(m.contains("at most"), "{m}"),
+            other => panic!("{:?}…: expected Invalid, got {:?}", &q[..20], other.map(|(b, _)| b.num_rows())),
+        }
+    }
+    // Ordinary nesting, negation and phrases with parentheses inside still work.
+    for q in [
+        "((payment OR upstream) AND -authorised)",
+        "\"(((((((((((((((((((((((((((((((((((x\" OR payment",
+        "-x -y -z payment",
+    ] {
+        assert!(fx.search.logs(&Tenant::default(), &LogSearch { q: q.into(), ..everything() }).await.is_ok(), "{q}");
+    }
+}
+
+#[tokio::test]
 async fn trace_rows_come_from_head_and_segments() {
     let mut fx = Fixture::new().await;
     fx.put(&DATA[..3]);

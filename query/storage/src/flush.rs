@@ -105,6 +105,9 @@ pub struct Flusher {
     /// Consecutive failures and the last one's reason.
     health: parking_lot::Mutex<(u64, String)>,
     chunk_bytes: usize,
+    /// Fault injection for crash tests: a pause between writing the files and the catalog
+    /// commit, announced in the log, so a SIGKILL can be aimed there.
+    pause_before_commit: Option<Duration>,
 }
 
 /// What one flush wrote.
@@ -150,7 +153,15 @@ impl Flusher {
             ),
             health: parking_lot::Mutex::new((0, String::new())),
             chunk_bytes: CHUNK_BYTES,
+            pause_before_commit: None,
         }
+    }
+
+    /// Fault injection (crash tests only): pause `d` after the segment files are written and
+    /// before the catalog commit, logging when the pause starts.
+    pub fn with_pause_before_commit(mut self, d: Option<Duration>) -> Flusher {
+        self.pause_before_commit = d;
+        self
     }
 
     /// Writes segments from at most `bytes` of head memory each (tests use small chunks).
@@ -281,6 +292,13 @@ impl Flusher {
         .await
         .map_err(|e| StorageError::SegmentWrite(format!("flush task panicked: {e}")))??;
 
+        if let Some(d) = self.pause_before_commit {
+            tracing::info!(
+                segments = metas.len(),
+                "fault injection: segment files written, pausing before the catalog commit"
+            );
+            tokio::time::sleep(d).await;
+        }
         if !self.catalog.commit_flush(&self.node, &metas, checkpoint).await? {
             // An earlier attempt committed after all (its answer was lost). These files are
             // copies; the start-up sweep would remove them too.
