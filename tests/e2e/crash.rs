@@ -123,7 +123,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
                     };
                     // Keep going, as an SDK retries; a little slower than flat out, so that a debug
                     // build's flush keeps up over 100 rounds.
-                    tokio::time::sleep(Duration::from_millis(if failed { 20 } else { 2 })).await;
+                    tokio::time::sleep(Duration::from_millis(if failed { 20 } else { 10 })).await;
                 }
             }));
         }
@@ -152,9 +152,19 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
             landed += (server.log().matches("pausing before the catalog commit").count() > seen) as usize;
             started.elapsed().as_millis() as u64
         } else {
-            let wait = rand::rng().random_range(300..1200);
+            // Let one flush commit first (its pause, then the commit), so that the WAL is
+            // checkpointed between aimed kills and the backlog a restart replays stays bounded;
+            // then kill at a random moment.
+            let seen = server.log().matches("pausing before the catalog commit").count();
+            let started = std::time::Instant::now();
+            while server.log().matches("pausing before the catalog commit").count() == seen
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let wait = rand::rng().random_range(150..900);
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            wait
+            started.elapsed().as_millis() as u64
         };
         server.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -167,7 +177,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
         let now: usize = a.acked.iter().map(Vec::len).sum();
         eprintln!(
             "round {round}: killed {} after {waited} ms; {now} records acknowledged so far",
-            if aimed { "between the Parquet write and the catalog commit" } else { "at random" },
+            if aimed { "between the Parquet write and the catalog commit" } else { "at random after a flush" },
         );
         acked_before = now;
     }

@@ -139,6 +139,8 @@ async fn time_bounds_prune_partitions_and_filter_rows() {
         .await
         .unwrap();
     assert_eq!(res.rows, vec![vec![serde_json::Value::from(1)]]);
+    assert_eq!(res.stats.segments, 1, "a WHERE on the time column prunes too: {:?}", res.stats);
+    assert_eq!(res.stats.partitions, 1, "{:?}", res.stats);
 }
 
 #[tokio::test]

@@ -148,6 +148,35 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     assert_eq!((s.events, s.bad_events), (425, 425));
 }
 
+/// A rule whose windows fall silent keeps its last state: thin or absent traffic neither pages
+/// nor resolves a page.
+#[tokio::test]
+async fn insufficient_data_keeps_the_last_state() {
+    let fx = crate::Fixture::empty().await;
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: NOW, limits: ItemLimits::default() };
+    fx.head.consume(1, vec![traces_to_arrow(&dataset::spans_request(&traffic(-60, 0, -60, 0)), &ctx).batch]);
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
+    catalog.migrate().await.unwrap();
+    let store: Arc<dyn SloStore> = Arc::new(catalog);
+    let channels = vec![ChannelKind { name: "oncall".into(), kind: "slack".into() }];
+    let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
+    let slos =
+        SloEngine::new(vec![spec("name = 'POST /checkout'")], Some(store.clone()), engine, channels, String::new());
+    slos.tick(NOW).await;
+    let page = |s: &tracelight_model::slo::SloStatus| s.alerts[0].state;
+    assert_eq!(page(&slos.status("checkout-avail").unwrap()), RuleState::Firing);
+    // Three hours later nothing has arrived: the 1 h and 5 m windows have no events.
+    slos.tick(NOW + 180 * MIN).await;
+    let s = slos.status("checkout-avail").unwrap();
+    assert_eq!(page(&s), RuleState::InsufficientData);
+    assert_eq!(s.burn_rates["1h"], None);
+    let states = store.alert_states("checkout-avail").await.unwrap();
+    assert_eq!(states["checkout-avail/page/1h/5m"].0, "firing", "the page stays firing, not resolved");
+    let queued = store.pending_notifications(100).await.unwrap();
+    assert!(queued.iter().all(|n| n.state == "firing"), "no resolved message: {queued:?}");
+}
+
 /// Spans that arrive long after their event time (a collector's retry queue draining after an
 /// outage, WAL replay after a restart) are counted exactly once, whether they are still in the
 /// head or already flushed, and across a restart of the evaluator. Once, the minutes of such
