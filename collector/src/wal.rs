@@ -434,7 +434,7 @@ fn replay_segment(
     file.read_to_end(&mut data).map_err(|e| WalError::io("read WAL segment", path, e))?;
 
     let scan = scan(&data, first_lsn.saturating_sub(1));
-    let mut last_lsn = first_lsn.saturating_sub(1);
+    let last_lsn = scan.records.last().map_or(first_lsn.saturating_sub(1), |r| r.0);
     for (offset, skipped, why) in &scan.skipped {
         stats.damaged += 1;
         stats.damaged_bytes += *skipped as u64;
@@ -473,7 +473,6 @@ fn replay_segment(
                 }
             }
         }
-        last_lsn = lsn;
     }
     let pos = scan.end;
     let damage = scan.tail_damage;

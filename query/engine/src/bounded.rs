@@ -240,8 +240,8 @@ impl ScalarUDFImpl for Bounded {
             .args
             .iter()
             .map(|a| match a {
-                ColumnarValue::Array(arr) => Ok(Arg { array: arr.clone(), scalar: false }),
-                ColumnarValue::Scalar(s) => Ok(Arg { array: s.to_array()?, scalar: true }),
+                ColumnarValue::Array(arr) => Arg::new(arr.clone(), false),
+                ColumnarValue::Scalar(s) => Arg::new(s.to_array()?, true),
             })
             .collect::<Result<_>>()?;
         let bounds: Vec<usize> = (0..rows).map(|i| self.row_bound(&arrays, i)).collect::<Result<_>>()?;
@@ -329,7 +329,7 @@ impl Bounded {
     /// The most bytes row `i` of the output can take.
     fn row_bound(&self, a: &[Arg], i: usize) -> Result<usize> {
         let bytes = |k: usize| a.get(k).map_or(0, |arg| row_bytes(&arg.array, arg.row(i)));
-        let int = |k: usize| a.get(k).map_or(Ok(0), |arg| int_at(&arg.array, arg.row(i)).map(|v| v.max(0) as usize));
+        let int = |k: usize| -> Result<usize> { Ok(a.get(k).map_or(0, |arg| arg.int(i).max(0) as usize)) };
         let s = bytes(0);
         Ok(match self.bound {
             Bound::Repeat => s.saturating_mul(int(1)?),
@@ -348,15 +348,31 @@ impl Bounded {
     }
 }
 
-/// One argument: its values, one row if it was a scalar.
+/// One argument: its values (one row if it was a scalar), and an integer argument cast to
+/// Int64 once for the whole call.
 struct Arg {
     array: ArrayRef,
     scalar: bool,
+    ints: Option<ArrayRef>,
 }
 
 impl Arg {
+    fn new(array: ArrayRef, scalar: bool) -> Result<Arg> {
+        let ints = array.data_type().is_integer().then(|| cast(&array, &DataType::Int64)).transpose()?;
+        Ok(Arg { array, scalar, ints })
+    }
+
     fn row(&self, i: usize) -> usize {
         if self.scalar { 0 } else { i }
+    }
+
+    /// Row `i` as an integer (0 when NULL or not an integer).
+    fn int(&self, i: usize) -> i64 {
+        let i = self.row(i);
+        match &self.ints {
+            Some(v) if !v.is_null(i) => v.as_primitive::<Int64Type>().value(i),
+            _ => 0,
+        }
     }
 }
 
@@ -377,15 +393,6 @@ fn row_bytes(a: &ArrayRef, i: usize) -> usize {
         }
         t => t.primitive_width().unwrap_or(16),
     }
-}
-
-/// Row `i` of an integer argument (0 when NULL or not an integer).
-fn int_at(a: &ArrayRef, i: usize) -> Result<i64> {
-    if a.is_null(i) || !a.data_type().is_integer() {
-        return Ok(0);
-    }
-    let one = cast(&a.slice(i, 1), &DataType::Int64)?;
-    Ok(one.as_primitive::<Int64Type>().value(0))
 }
 
 /// Elements of `range(stop)`, `range(start, stop [, step])` at row `i`; dates and timestamps
