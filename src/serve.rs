@@ -122,12 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .with_indexer(Arc::new(SegmentIndexBuilder))
         // Crash tests aim SIGKILL between the Parquet write and the catalog commit with it.
-        .with_pause_before_commit(
-            std::env::var("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(std::time::Duration::from_millis),
-        ),
+        .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS")),
     );
     let engine = Arc::new(Engine::new(
         catalog.clone(),
@@ -218,7 +213,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 secret: n.secret.clone(),
             })
             .collect();
-        let notifier = Notifier::new(channels, config.allow_destinations()?, Arc::new(catalog.clone()));
+        let notifier = Notifier::new(channels, config.allow_destinations()?, Arc::new(catalog.clone()), &registry)
+            // Crash tests aim SIGKILL between a receiver's 2xx and the delivered mark with it.
+            .with_pause_after_delivery(fault_pause("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS"));
         tokio::spawn(deliver_notifications(notifier, until_stop(stop_rx.clone())));
     }
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
@@ -358,4 +355,9 @@ async fn retention(
             _ = &mut stop => return,
         }
     }
+}
+
+/// A crash-test fault hook: a pause in milliseconds from the environment variable `name`.
+fn fault_pause(name: &str) -> Option<std::time::Duration> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis)
 }

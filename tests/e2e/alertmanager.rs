@@ -97,8 +97,8 @@ async fn a_burning_slo_reaches_alertmanager_and_its_routing() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let alert = loop {
-        let found = received.lock().iter().find_map(|b| {
-            let v: Value = serde_json::from_str(b).ok()?;
+        let found = received.lock().iter().find_map(|r| {
+            let v: Value = serde_json::from_str(&r.body).ok()?;
             v["alerts"].as_array()?.iter().find(|a| a["labels"]["severity"] == "page").cloned()
         });
         if let Some(a) = found {
@@ -119,9 +119,10 @@ async fn a_burning_slo_reaches_alertmanager_and_its_routing() {
     assert_eq!(alert["status"], "firing");
     assert_eq!(alert["generatorURL"], "http://ui.test/slos/checkout-avail");
     assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("[PAGE] SLO checkout-avail"), "{alert}");
+    assert!(alert["annotations"]["id"].as_str().is_some_and(|id| id.contains(":firing:")), "{alert}");
     // Tickets were routed to the black hole: only pages reach the hook.
-    for b in received.lock().iter() {
-        let v: Value = serde_json::from_str(b).unwrap();
+    for r in received.lock().iter() {
+        let v: Value = serde_json::from_str(&r.body).unwrap();
         assert!(v["alerts"].as_array().unwrap().iter().all(|a| a["labels"]["severity"] == "page"), "{v}");
     }
     drop(am);

@@ -1,7 +1,8 @@
 //! The on-call path against the real server: an SLO declared in the config burns, chat (a
 //! local receiver standing in for Slack, allowed by `alerts.allow_destinations`) gets one
 //! message per firing rule with a link to the SLO page; the page lists the failing traces,
-//! whose waterfall shows the error and its log. A restart sends nothing twice.
+//! whose waterfall shows the error and its log. A restart sends nothing twice; a kill -9 between
+//! a delivery and its mark sends that one message again, with the same id.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +16,25 @@ use crate::harness::Server;
 use crate::otlp;
 use crate::transport;
 
-/// Records every POST body it gets and answers 200.
-pub async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
+/// One request a receiver got: its head (request line and headers) and body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub head: String,
+    pub body: String,
+}
+
+impl Received {
+    /// A header's value (names compare without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Records every POST it gets and answers 200.
+pub async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<Received>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/services/T0/B0/x", listener.local_addr().unwrap());
@@ -43,7 +61,10 @@ pub async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
                         })
                         .unwrap_or(0);
                     if buf.len() >= i + 4 + len {
-                        log.lock().push(String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
+                        log.lock().push(Received {
+                            head: text[..i].to_string(),
+                            body: String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string(),
+                        });
                         break;
                     }
                 }
@@ -56,6 +77,25 @@ pub async fn chat_receiver() -> (String, Arc<parking_lot::Mutex<Vec<String>>>) {
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// The last hour of `checkout`: 10 `POST /checkout` spans a minute, 2 of them failing (20%
+/// against a 1% budget, so every default rule fires). Returns the first minute and a minute.
+async fn send_burning_checkouts(ch: &tonic::transport::Channel) -> (u64, u64) {
+    let minute = 60_000_000_000u64;
+    let t0 = (now_ns() / minute - 60) * minute;
+    let mut spans = Vec::new();
+    for m in 0..60u64 {
+        for k in 0..10u64 {
+            let n = m * 10 + k;
+            let mut sp = otlp::span(9000 + n, n, None, "POST /checkout", 0, k < 2);
+            sp.start_time_unix_nano = t0 + m * minute + k * 1_000_000_000;
+            sp.end_time_unix_nano = sp.start_time_unix_nano + 5_000_000;
+            spans.push(sp);
+        }
+    }
+    transport::grpc_traces(ch, otlp::traces("checkout", spans), false).await.unwrap();
+    (t0, minute)
 }
 
 #[tokio::test]
@@ -89,20 +129,7 @@ url = "{url}"
     .unwrap();
     let mut server = Server::start(dir.path(), &[("TRACELIGHT_CONFIG", config.to_str().unwrap())]);
     let ch = transport::channel(&server).await;
-    // The last hour: 10 checkouts a minute, 2 of them failing (20% against a 1% budget).
-    let minute = 60_000_000_000u64;
-    let t0 = (now_ns() / minute - 60) * minute;
-    let mut spans = Vec::new();
-    for m in 0..60u64 {
-        for k in 0..10u64 {
-            let n = m * 10 + k;
-            let mut sp = otlp::span(9000 + n, n, None, "POST /checkout", 0, k < 2);
-            sp.start_time_unix_nano = t0 + m * minute + k * 1_000_000_000;
-            sp.end_time_unix_nano = sp.start_time_unix_nano + 5_000_000;
-            spans.push(sp);
-        }
-    }
-    transport::grpc_traces(&ch, otlp::traces("checkout", spans), false).await.unwrap();
+    let (t0, minute) = send_burning_checkouts(&ch).await;
     // The newest failing checkout logged why.
     let failing = 9000 + 59 * 10;
     let log = LogRecord {
@@ -129,7 +156,7 @@ url = "{url}"
         assert!(Instant::now() < deadline, "chat got {:?}; log:\n{}", chat.lock(), server.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let messages: Vec<Value> = chat.lock().iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    let messages: Vec<Value> = chat.lock().iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
     let texts: Vec<&str> = messages.iter().map(|m| m["text"].as_str().unwrap()).collect();
     let page = texts.iter().find(|t| t.contains("over 1h and")).unwrap();
     assert!(
@@ -169,4 +196,72 @@ url = "{url}"
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(chat.lock().len(), 4, "{:?}", chat.lock());
+}
+
+/// A value of a metric without labels on `/metrics`.
+async fn metric(server: &Server, name: &str) -> Option<f64> {
+    let text = server.http_client().get(server.api("/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Delivery is at least once. A SIGKILL between the receiver's 2xx and the delivered mark
+/// (held open by a fault hook) sends that message again after the restart, with the same id
+/// in the `webhook-id` header and in the body, so the receiver can drop the repeat. Nothing
+/// else is sent twice and nothing is lost.
+#[tokio::test]
+async fn a_message_cut_off_by_kill9_is_sent_again_with_the_same_id() {
+    let (url, hook) = chat_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelight.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\neval_interval = \"1s\"\nallow_destinations = [\"127.0.0.1/32\"]\n\n\
+             [[slo]]\nname = \"checkout-avail\"\nservice = \"checkout\"\nobjective = 99.0\n\
+             sli = {{ kind = \"error_ratio\" }}\nnotify = [\"hook\"]\n\n\
+             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n"
+        ),
+    )
+    .unwrap();
+    let env = [("TRACELIGHT_CONFIG", config.to_str().unwrap()), ("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS", "3000")];
+    let mut server = Server::start(dir.path(), &env);
+    send_burning_checkouts(&transport::channel(&server).await).await;
+
+    // The first message arrives; the sender now waits 3 s before marking it delivered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hook.lock().is_empty() {
+        assert!(Instant::now() < deadline, "nothing delivered; log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    let cut_off = hook.lock()[0].clone();
+    assert_eq!(hook.lock().len(), 1, "one message per pause");
+
+    // After the restart, the outbox drains: all four rules' messages, the cut-off one again.
+    server.restart_after_kill9();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let delivered = metric(&server, "tracelight_notifications_delivered_total").await;
+        let pending = metric(&server, "tracelight_notifications_pending").await;
+        if delivered == Some(4.0) && pending == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox not drained ({delivered:?}, {pending:?}); log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = hook.lock().clone();
+    assert_eq!(got.len(), 5, "{got:?}");
+    let id_of = |r: &Received| {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"].as_str(), r.header("webhook-id"), "the header and the body carry the same id");
+        body["id"].as_str().unwrap().to_string()
+    };
+    let first = id_of(&cut_off);
+    let again: Vec<&Received> = got.iter().filter(|r| id_of(r) == first).collect();
+    assert_eq!(again.len(), 2, "the cut-off message is sent again, once: {got:?}");
+    assert_eq!(again[0].body, again[1].body, "the same message, byte for byte");
+    let mut ids: Vec<String> = got.iter().map(id_of).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "every other message exactly once: {ids:?}");
 }

@@ -18,6 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sha2::Sha256;
 use tracelight_model::slo::{Notification, SloStore};
+use tracelight_model::telemetry::{Counter, Gauge, Registry};
 
 /// A channel with its destination; Debug never shows the URL or the secret.
 #[derive(Clone)]
@@ -198,11 +199,38 @@ pub struct Notifier {
     allow: Vec<Cidr>,
     client: reqwest::Client,
     store: Arc<dyn SloStore>,
+    pause_after_delivery: Option<Duration>,
+    delivered: Arc<Counter>,
+    failed: Arc<Counter>,
+    pending: Arc<Gauge>,
 }
 
 impl Notifier {
-    pub fn new(channels: Vec<Channel>, allow: Vec<Cidr>, store: Arc<dyn SloStore>) -> Notifier {
-        Notifier { client: client(allow.clone()), channels, allow, store }
+    pub fn new(channels: Vec<Channel>, allow: Vec<Cidr>, store: Arc<dyn SloStore>, registry: &Registry) -> Notifier {
+        Notifier {
+            client: client(allow.clone()),
+            channels,
+            allow,
+            store,
+            pause_after_delivery: None,
+            delivered: registry
+                .counter("tracelight_notifications_delivered_total", "Alert messages a receiver answered with 2xx."),
+            failed: registry.counter(
+                "tracelight_notifications_failed_total",
+                "Attempts to deliver an alert message that failed and will be retried.",
+            ),
+            pending: registry.gauge(
+                "tracelight_notifications_pending",
+                "Alert messages in the outbox not yet delivered, after the last send round (counted up to 500).",
+            ),
+        }
+    }
+
+    /// A fault hook for the crash tests: waits this long between a receiver's 2xx and the
+    /// delivered mark, so a SIGKILL can land there.
+    pub fn with_pause_after_delivery(mut self, pause: Option<Duration>) -> Notifier {
+        self.pause_after_delivery = pause;
+        self
     }
 
     /// Sends what is due at `now_ns`; returns how many were delivered. The first undelivered
@@ -215,6 +243,7 @@ impl Notifier {
                 return 0;
             }
         };
+        let queued = pending.len();
         let mut held = std::collections::HashSet::new();
         let mut delivered = 0;
         for n in pending {
@@ -233,9 +262,14 @@ impl Notifier {
             let outcome = match result {
                 Ok(()) => {
                     delivered += 1;
+                    self.delivered.inc();
+                    if let Some(pause) = self.pause_after_delivery {
+                        tokio::time::sleep(pause).await;
+                    }
                     self.store.mark_delivered(&n.id, now_ns).await
                 }
                 Err(e) => {
+                    self.failed.inc();
                     let attempts = n.attempts + 1;
                     let next = now_ns + backoff_ns(&n.id, attempts);
                     tracing::warn!(channel = %n.channel, alert = %n.alert_key, attempts, error = %e, "notification not delivered; will retry");
@@ -246,6 +280,7 @@ impl Notifier {
                 tracing::warn!(error = %e, "cannot record a delivery");
             }
         }
+        self.pending.set(i64::try_from(queued - delivered).unwrap_or(i64::MAX));
         delivered
     }
 

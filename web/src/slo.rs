@@ -292,27 +292,30 @@ impl SloEngine {
                 .notify
                 .iter()
                 .filter_map(|name| self.channels.iter().find(|c| &c.name == name))
-                .map(|ch| Notification {
-                    id: format!("{key}:{state}:{now_ns}:{}", ch.name),
-                    alert_key: key.clone(),
-                    channel: ch.name.clone(),
-                    state: state.to_string(),
-                    payload: payload(
-                        &ch.kind,
-                        &Alert {
-                            spec,
-                            status,
-                            rule,
-                            state,
-                            fired_at_ns: fired_at,
-                            now_ns,
-                            url: &self.slo_url(&spec.name),
-                        },
-                    )
-                    .to_string(),
-                    created_at_ns: now_ns,
-                    attempts: 0,
-                    next_attempt_ns: now_ns,
+                .map(|ch| {
+                    // Stable across retries and restarts: a resend after a crash between the
+                    // receiver's 2xx and the delivered mark carries the same id.
+                    let id = format!("{key}:{state}:{now_ns}:{}", ch.name);
+                    let alert = Alert {
+                        id: &id,
+                        spec,
+                        status,
+                        rule,
+                        state,
+                        fired_at_ns: fired_at,
+                        now_ns,
+                        url: &self.slo_url(&spec.name),
+                    };
+                    Notification {
+                        payload: payload(&ch.kind, &alert).to_string(),
+                        id,
+                        alert_key: key.clone(),
+                        channel: ch.name.clone(),
+                        state: state.to_string(),
+                        created_at_ns: now_ns,
+                        attempts: 0,
+                        next_attempt_ns: now_ns,
+                    }
                 })
                 .collect();
             tracing::info!(slo = %spec.name, alert = %key, %state, "SLO alert changed state");
@@ -381,6 +384,9 @@ pub fn alert_key(slo: &str, rule: &RuleStatus) -> String {
 
 /// What a notification says.
 pub struct Alert<'a> {
+    /// The message id: the same in every attempt to deliver this message, so a receiver can
+    /// drop a repeat (delivery is at least once).
+    pub id: &'a str,
     pub spec: &'a SloSpec,
     pub status: &'a SloStatus,
     pub rule: &'a RuleStatus,
@@ -448,7 +454,11 @@ pub fn payload(kind: &str, a: &Alert) -> Value {
     match kind {
         "slack" => json!({
             "text": format!("{text} <{}|Open the SLO>", a.url),
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": format!("{text}\n<{}|Open the SLO>", a.url)}}],
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("{text}\n<{}|Open the SLO>", a.url)}},
+                {"type": "context", "elements": [{"type": "plain_text", "text": format!("id {}", a.id)}]},
+            ],
+            "metadata": {"event_type": "tracelight_slo_alert", "event_payload": {"id": a.id}},
         }),
         "discord" => json!({
             "content": text,
@@ -457,6 +467,7 @@ pub fn payload(kind: &str, a: &Alert) -> Value {
                 "url": a.url,
                 "description": text,
                 "color": if a.state == "firing" { 0xC8283A } else { 0x59A14F },
+                "footer": {"text": format!("id {}", a.id)},
             }],
         }),
         "alertmanager" => {
@@ -470,13 +481,14 @@ pub fn payload(kind: &str, a: &Alert) -> Value {
                     "long_window": a.rule.long_window,
                     "short_window": a.rule.short_window,
                 },
-                "annotations": {"summary": text, "description": d.to_string(), "url": a.url},
+                "annotations": {"summary": text, "description": d.to_string(), "url": a.url, "id": a.id},
                 "generatorURL": a.url,
                 "startsAt": tracelight_model::time::rfc3339_ms(a.fired_at_ns),
                 "endsAt": if a.state == "resolved" { Value::from(tracelight_model::time::rfc3339_ms(a.now_ns)) } else { Value::Null },
             }])
         }
         _ => json!({
+            "id": a.id,
             "type": format!("slo.alert.{}", a.state),
             "timestamp": tracelight_model::time::rfc3339_ms(a.now_ns),
             "data": a.details(),
@@ -565,6 +577,7 @@ mod tests {
         let status = evaluate(&spec, &minutes, now);
         let rule = &status.alerts[0];
         let alert = Alert {
+            id: "m1",
             spec: &spec,
             status: &status,
             rule,
@@ -597,5 +610,11 @@ mod tests {
         assert_eq!(am[0]["endsAt"], "2027-01-15T08:01:00.000Z");
         assert!(payload("slack", &resolved)["text"].as_str().unwrap().starts_with("[RESOLVED]"));
         assert_eq!(payload("discord", &resolved)["embeds"][0]["color"], 0x59A14F);
+        // Every kind carries the message id, so a receiver can drop a repeat.
+        assert_eq!(slack["metadata"]["event_payload"]["id"], "m1");
+        assert_eq!(slack["blocks"][1]["elements"][0]["text"], "id m1");
+        assert_eq!(discord["embeds"][0]["footer"]["text"], "id m1");
+        assert_eq!(hook["id"], "m1");
+        assert_eq!(am[0]["annotations"]["id"], "m1");
     }
 }

@@ -113,10 +113,10 @@ fn check_operators(q: &str) -> Result<(), String> {
     let mut quoted = false;
     for word in q.split_whitespace() {
         let operator = (!quoted && matches!(word, "AND" | "OR" | "&&" | "||")).then_some(word);
-        if let Some(op) = operator {
-            if matches!(previous, None | Some("AND" | "OR" | "&&" | "||" | "NOT")) {
-                return Err(format!("{op} needs a term before it"));
-            }
+        if let Some(op) = operator
+            && matches!(previous, None | Some("AND" | "OR" | "&&" | "||" | "NOT"))
+        {
+            return Err(format!("{op} needs a term before it"));
         }
         quoted ^= word.matches('"').count() % 2 == 1;
         previous = Some(if quoted { "\"" } else { word });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tracelight_collector::decode::{DecodeContext, ItemLimits, traces_to_arrow};
 use tracelight_model::slo::{RuleState, Sli, SloSpec, SloStore, default_rules};
+use tracelight_model::telemetry::Registry;
 use tracelight_model::{BatchSink, Tenant};
 use tracelight_storage::Catalog;
 use tracelight_web::slo::{ChannelKind, SloEngine};
@@ -329,7 +330,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
     let channel =
         Channel { name: "hook".into(), kind: "webhook".into(), url: rx.url.clone(), secret: Some(secret.into()) };
     // Without an allow-list entry, 127.0.0.1 is refused and nothing is sent.
-    let guarded = Notifier::new(vec![channel.clone()], Vec::new(), store.clone());
+    let guarded = Notifier::new(vec![channel.clone()], Vec::new(), store.clone(), &Registry::new());
     assert_eq!(guarded.deliver_due(NOW + 65 * MIN).await, 0);
     assert!(rx.seen.lock().is_empty());
     // Allowed, through two failures and a restart (a new notifier on the same outbox) per
@@ -338,7 +339,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
     let mut now = NOW + 65 * MIN;
     for _ in 0..10 {
         now += 60 * MIN;
-        let notifier = Notifier::new(vec![channel.clone()], allow.clone(), store.clone());
+        let notifier = Notifier::new(vec![channel.clone()], allow.clone(), store.clone(), &Registry::new());
         notifier.deliver_due(now).await;
         if store.pending_notifications(100).await.unwrap().is_empty() {
             break;
@@ -358,6 +359,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
         assert_eq!(headers["webhook-signature"], sign(secret, &headers["webhook-id"], ts, body));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert!(v["type"].as_str().unwrap().starts_with("slo.alert."), "{v}");
+        assert_eq!(v["id"], headers["webhook-id"].as_str(), "the body carries the message id too");
     }
     let page: Vec<String> = delivered
         .iter()
