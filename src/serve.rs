@@ -90,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_group_bytes: 8 << 20,
         fsync: config.wal.fsync,
         limits: item_limits.clone(),
+        // Tests of a failed fsync on the real binary set it; never in production.
+        fail_fsync_from_group: std::env::var("TRACELIGHT_FAULT_FAIL_FSYNC_GROUP").ok().and_then(|v| v.parse().ok()),
     };
     let replay_started = Instant::now();
     let (wal, replay) = Wal::open(wal_opts, checkpoint, head.clone(), &registry)?;

@@ -53,8 +53,8 @@ pub struct WalOptions {
     pub fsync: bool,
     /// Limits applied when replayed request bodies are decoded again.
     pub limits: crate::decode::ItemLimits,
-    /// Test hook: the fsync of this one group (0-based) fails; later ones would succeed.
-    #[cfg(test)]
+    /// Fault hook (tests and the crash suite; `TRACELIGHT_FAULT_FAIL_FSYNC_GROUP` in `serve`):
+    /// the fsync of this one group (0-based) fails; later ones would succeed. Never in production.
     pub fail_fsync_from_group: Option<u64>,
 }
 
@@ -186,7 +186,6 @@ impl Wal {
             seg_bytes: 0,
             next_lsn,
             last_lsn: max_lsn,
-            #[cfg(test)]
             groups: 0,
         };
         std::thread::Builder::new()
@@ -254,7 +253,6 @@ struct Writer {
     seg_bytes: u64,
     next_lsn: u64,
     last_lsn: u64,
-    #[cfg(test)]
     groups: u64,
 }
 
@@ -336,12 +334,9 @@ impl Writer {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        {
-            self.groups += 1;
-            if self.opts.fail_fsync_from_group.is_some_and(|g| self.groups == g + 1) {
-                return Err(io::Error::other("injected fsync failure"));
-            }
+        self.groups += 1;
+        if self.opts.fail_fsync_from_group.is_some_and(|g| self.groups == g + 1) {
+            return Err(io::Error::other("injected fsync failure"));
         }
         self.file.get_ref().sync_data()
     }
