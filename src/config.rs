@@ -163,6 +163,13 @@ pub struct Listen {
 pub struct Ingest {
     /// Largest export request, in bytes, after decompression.
     pub max_request_bytes: usize,
+    /// Bytes that request bodies being received, decompressed and logged may hold at once,
+    /// across all connections; past it, requests are refused as retryable (503 / UNAVAILABLE).
+    /// At least 3 × `max_request_bytes` + 4 MiB, so that one request of the largest size fits.
+    pub max_receiving_bytes: usize,
+    /// Longest one request body may take to arrive (HTTP 408, gRPC DEADLINE_EXCEEDED): a slow
+    /// sender cannot hold its share of `max_receiving_bytes` for long.
+    pub receive_timeout: String,
     /// Attribute keys longer than this are dropped (and counted as dropped).
     pub max_attribute_key_bytes: usize,
     /// Attribute values longer than this are cut at a character boundary.
@@ -287,6 +294,8 @@ impl Default for Ingest {
     fn default() -> Self {
         Ingest {
             max_request_bytes: 4 << 20,
+            max_receiving_bytes: 64 << 20,
+            receive_timeout: "30s".into(),
             max_attribute_key_bytes: 1024,
             max_attribute_value_bytes: 64 << 10,
             max_attributes: 1024,
@@ -397,12 +406,21 @@ impl Config {
         if self.ingest.max_request_bytes < 1024 {
             bail!("ingest.max_request_bytes must be at least 1024");
         }
+        let one_request = self.ingest.max_request_bytes.saturating_mul(3).saturating_add(4 << 20);
+        if self.ingest.max_receiving_bytes < one_request {
+            bail!(
+                "ingest.max_receiving_bytes ({}) must be at least 3 × ingest.max_request_bytes + 4 MiB ({one_request}), \
+                 or a request of the largest size could never be received",
+                self.ingest.max_receiving_bytes
+            );
+        }
         if self.wal.max_bytes < 2 * self.wal.segment_bytes {
             // The active segment is only deleted after it is closed; a smaller bound could be
             // filled by it alone and refuse ingest for good.
             bail!("wal.max_bytes must be at least twice wal.segment_bytes");
         }
         self.accept_window()?;
+        self.receive_timeout()?;
         if self.head.max_partitions == 0 {
             bail!("head.max_partitions must be positive");
         }
@@ -441,6 +459,14 @@ impl Config {
             humantime::parse_duration(v).with_context(|| format!("ingest.{name} = {v:?} is not a duration like 7d"))
         };
         Ok((parse("accept_past", &self.ingest.accept_past)?, parse("accept_future", &self.ingest.accept_future)?))
+    }
+
+    pub fn receive_timeout(&self) -> anyhow::Result<Duration> {
+        let d = humantime::parse_duration(&self.ingest.receive_timeout).with_context(|| {
+            format!("ingest.receive_timeout = {:?} is not a duration like 30s", self.ingest.receive_timeout)
+        })?;
+        anyhow::ensure!(!d.is_zero(), "ingest.receive_timeout must be positive");
+        Ok(d)
     }
 
     pub fn flush_interval(&self) -> anyhow::Result<Duration> {

@@ -157,6 +157,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         item_limits,
         auth: auth.clone(),
         max_wal_bytes: config.wal.max_bytes,
+        max_receiving_bytes: config.ingest.max_receiving_bytes,
+        receive_timeout: config.receive_timeout()?,
     };
     let ingestor = Arc::new(Ingestor::new(wal.clone(), head.clone(), ingest_config, &registry));
 
@@ -224,14 +226,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
         .with_graceful_shutdown(until_stop(stop_rx.clone()))
         .into_future();
-    let api = axum::serve(api_l, tracelight_web::router(state))
-        .with_graceful_shutdown(until_stop(stop_rx.clone()))
-        .into_future();
+    // The API stops last: while the OTLP listeners drain, probes still get an answer, and
+    // `/readyz` says "shutting down" (503) instead of the connection being refused.
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let api =
+        axum::serve(api_l, tracelight_web::router(state)).with_graceful_shutdown(until_stop(api_stop_rx)).into_future();
     let listeners = vec![
         ("OTLP/gRPC", tokio::spawn(async move { report("OTLP/gRPC", grpc.await) })),
         ("OTLP/HTTP", tokio::spawn(async move { report("OTLP/HTTP", otlp_http.await) })),
-        ("API", tokio::spawn(async move { report("API", api.await) })),
     ];
+    let api = tokio::spawn(async move { report("API", api.await) });
 
     tracing::info!(
         "tracelight ready in {} ms: OTLP gRPC {}, OTLP HTTP {}, UI and API http://{}, data in {} (catalog {}, segments {})",
@@ -265,6 +269,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             task.abort();
         }
     }
+    let _ = api_stop_tx.send(true);
+    let mut api = api;
+    if tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + API_GRACE), &mut api).await.is_err() {
+        tracing::info!("API: closing connections still open after the grace period");
+        api.abort();
+    }
     let _ = flusher_stop_tx.send(true);
     let _ = flusher_task.await;
     catalog.close().await;
@@ -274,6 +284,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// How long in-flight requests may take once shutdown starts.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// At least this long for API requests once the OTLP listeners have stopped.
+const API_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn report<E: std::fmt::Display>(name: &str, result: Result<(), E>) {
     if let Err(e) = result {

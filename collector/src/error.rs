@@ -29,6 +29,9 @@ pub enum IngestError {
     /// A memory or disk bound is reached: retry later (gRPC UNAVAILABLE, HTTP 503 + Retry-After).
     #[error("overloaded: {reason}")]
     Overloaded { reason: String, retry_after_secs: u32 },
+    /// The body did not arrive in time (gRPC DEADLINE_EXCEEDED, HTTP 408).
+    #[error("the request body was not received within {0:?}")]
+    ReceiveTimeout(std::time::Duration),
     /// The WAL failed: retry elsewhere or later (gRPC UNAVAILABLE, HTTP 503).
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -55,6 +58,7 @@ impl IngestError {
             IngestError::Invalid(_) => "undecodable",
             IngestError::TooLarge { .. } => "too_large",
             IngestError::Overloaded { .. } => "overloaded",
+            IngestError::ReceiveTimeout(_) => "receive_timeout",
             IngestError::Wal(_) => "wal_failed",
             IngestError::Unauthenticated => "unauthenticated",
             IngestError::Forbidden(_) => "forbidden",

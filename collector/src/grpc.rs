@@ -25,6 +25,7 @@ use tracelight_model::{Signal, TENANT_HEADER};
 use crate::decode::Format;
 use crate::error::IngestError;
 use crate::ingest::Ingestor;
+use crate::receive::{Metered, Ticket};
 
 /// One OTLP service (`S` is the signal's code): tonic frames, decompresses and caps the
 /// message; the bytes go to the same pure decode function as OTLP/HTTP.
@@ -74,7 +75,19 @@ where
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit);
             let signal = Signal::from_code(S).expect("services are built for valid signal codes");
-            Ok(grpc.unary(Export { ingestor, signal }, req).await)
+            // Held until the answer: the frames as they arrive, the decompressed message and
+            // the WAL's copy count against the receive budget shared by all requests.
+            let ticket = ingestor.receive_ticket();
+            let req = req.map(|body| Metered::new(body, ticket.clone()));
+            let res = grpc.unary(Export { ingestor: ingestor.clone(), signal, ticket: ticket.clone() }, req).await;
+            // tonic reports a failed body as an internal error: say what happened instead.
+            Ok(match ticket.failure() {
+                Some(e) => {
+                    ingestor.count_refused(&e);
+                    to_status(e).into_http()
+                }
+                None => res,
+            })
         })
     }
 }
@@ -82,6 +95,7 @@ where
 struct Export {
     ingestor: Arc<Ingestor>,
     signal: Signal,
+    ticket: Ticket,
 }
 
 impl UnaryService<Bytes> for Export {
@@ -89,9 +103,15 @@ impl UnaryService<Bytes> for Export {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (ingestor, signal) = (self.ingestor.clone(), self.signal);
+        let (ingestor, signal, ticket) = (self.ingestor.clone(), self.signal, self.ticket.clone());
         Box::pin(async move {
-            match export(&ingestor, signal, req).await {
+            // The decompressed message (when compressed) and the copy the WAL logs. A refusal
+            // is counted by the caller, which sees it in the ticket.
+            let result = match ticket.charge(req.get_ref().len().saturating_mul(2)) {
+                Ok(()) => export(&ingestor, signal, req).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(body) => Ok(Response::new(body)),
                 Err(e) => Err(to_status(e)),
             }
@@ -115,6 +135,7 @@ fn to_status(e: IngestError) -> Status {
             format!("overloaded: {reason}"),
             ErrorDetails::with_retry_info(Some(Duration::from_secs(retry_after_secs as u64))),
         ),
+        IngestError::ReceiveTimeout(_) => Status::deadline_exceeded(e.to_string()),
         IngestError::Wal(w) => Status::with_error_details(
             tonic::Code::Unavailable,
             w.to_string(),

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,26 +19,21 @@ use tracelight_model::{Signal, TENANT_HEADER};
 use crate::decode::Format;
 use crate::error::IngestError;
 use crate::ingest::Ingestor;
+use crate::receive::{Metered, Ticket};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
 /// The OTLP/HTTP router. Unknown paths get 404 and other methods 405 from axum.
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
-    // Bodies somewhat over the limit are still read in full, so the client gets a proper 413
-    // from `read_body` instead of a connection reset while it is still sending. Past this
-    // hard cap axum refuses early.
-    let limit = ingestor.config().max_request_bytes;
-    let hard_cap = limit.saturating_add(4 << 20);
     Router::new()
         .route("/v1/traces", post(|s, h, b| handle(s, Signal::Spans, h, b)))
         .route("/v1/logs", post(|s, h, b| handle(s, Signal::Logs, h, b)))
         .route("/v1/metrics", post(|s, h, b| handle(s, Signal::Metrics, h, b)))
-        .layer(DefaultBodyLimit::max(hard_cap))
         .with_state(ingestor)
 }
 
-async fn handle(State(ing): State<Arc<Ingestor>>, signal: Signal, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(State(ing): State<Arc<Ingestor>>, signal: Signal, headers: HeaderMap, body: Body) -> Response {
     let Some(format) = content_format(&headers) else {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -48,7 +43,10 @@ async fn handle(State(ing): State<Arc<Ingestor>>, signal: Signal, headers: Heade
             .into_response();
     };
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let body = match read_body(&headers, body, ing.config().max_request_bytes) {
+    // Held until the answer: the body, its decompressed form and the WAL's copy count against
+    // the receive budget shared by all requests.
+    let ticket = ing.receive_ticket();
+    let body = match receive(&ing, &headers, body, &ticket).await {
         Ok(body) => body,
         Err(e) => {
             ing.count_refused(&e);
@@ -62,6 +60,33 @@ async fn handle(State(ing): State<Arc<Ingestor>>, signal: Signal, headers: Heade
         }
         Err(e) => error_response(format, e),
     }
+}
+
+/// Reads the body within the receive budget and deadline, then decompresses it.
+async fn receive(ing: &Ingestor, headers: &HeaderMap, body: Body, ticket: &Ticket) -> Result<Bytes, IngestError> {
+    // Bodies somewhat over the limit are still read in full, so the client gets a proper 413
+    // instead of a connection reset while it is still sending. Past this hard cap, or past a
+    // declared length over it, reading stops.
+    let limit = ing.config().max_request_bytes;
+    let hard_cap = limit.saturating_add(4 << 20);
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(size) = declared.filter(|&n| n > hard_cap) {
+        return Err(IngestError::TooLarge { size, limit });
+    }
+    let received = match axum::body::to_bytes(Body::new(Metered::new(body, ticket.clone())), hard_cap).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(match ticket.failure() {
+                Some(e) => e,
+                None if ticket.bytes() >= hard_cap => IngestError::TooLarge { size: ticket.bytes(), limit },
+                None => IngestError::Invalid(format!("the request body could not be read: {e}")),
+            });
+        }
+    };
+    let body = read_body(headers, received, limit)?;
+    // The decompressed body (when it is not the same bytes) and the copy the WAL logs.
+    ticket.charge(body.len().saturating_mul(2))?;
+    Ok(body)
 }
 
 fn content_format(headers: &HeaderMap) -> Option<Format> {
@@ -112,6 +137,7 @@ fn error_response(format: Format, e: IngestError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, 14, Some(*retry_after_secs))
         }
         IngestError::Wal(_) => (StatusCode::SERVICE_UNAVAILABLE, 14, Some(30)),
+        IngestError::ReceiveTimeout(_) => (StatusCode::REQUEST_TIMEOUT, 4, None),
         IngestError::Unauthenticated => (StatusCode::UNAUTHORIZED, 16, None),
         IngestError::Forbidden(_) => (StatusCode::FORBIDDEN, 7, None),
     };

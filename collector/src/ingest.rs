@@ -13,6 +13,7 @@ use tracelight_model::auth::{Auth, Denied, Scope};
 
 use crate::decode::{self, DecodeContext, Decoded, Format, ItemLimits};
 use crate::error::IngestError;
+use crate::receive::{ReceiveBudget, Ticket};
 use crate::wal::Wal;
 
 /// Limits and credentials of the receivers.
@@ -26,6 +27,11 @@ pub struct IngestConfig {
     pub auth: Arc<Auth>,
     /// Refuse new requests (retryably) while the WAL holds more than this many bytes.
     pub max_wal_bytes: u64,
+    /// Bytes that request bodies being received, decompressed and logged may hold at once,
+    /// across all connections (see [`crate::receive`]).
+    pub max_receiving_bytes: usize,
+    /// Longest one request body may take to arrive.
+    pub receive_timeout: std::time::Duration,
 }
 
 impl Default for IngestConfig {
@@ -35,6 +41,8 @@ impl Default for IngestConfig {
             item_limits: ItemLimits::default(),
             auth: Arc::new(Auth::default()),
             max_wal_bytes: 4 << 30,
+            max_receiving_bytes: 64 << 20,
+            receive_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +110,7 @@ pub struct Ingestor {
     /// nothing, and a decoded request can take many times its wire size (prost's structs for
     /// empty items): this bounds what decoding holds in memory at any moment.
     decoding: tokio::sync::Semaphore,
+    receiving: ReceiveBudget,
 }
 
 impl Ingestor {
@@ -132,11 +141,17 @@ impl Ingestor {
             ),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ingestor { wal, sink, config, metrics, decoding: tokio::sync::Semaphore::new(cores) }
+        let receiving = ReceiveBudget::new(config.max_receiving_bytes, config.receive_timeout);
+        Ingestor { wal, sink, config, metrics, decoding: tokio::sync::Semaphore::new(cores), receiving }
     }
 
     pub fn config(&self) -> &IngestConfig {
         &self.config
+    }
+
+    /// A ticket on the receive budget for one request (see [`crate::receive`]).
+    pub fn receive_ticket(&self) -> Ticket {
+        self.receiving.ticket()
     }
 
     /// Counts a request refused before it reached [`Ingestor::export`].

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod receive;
 pub mod record;
 pub mod synth;
 pub mod wal;

@@ -45,6 +45,8 @@ impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_receiving_bytes", &self.max_receiving_bytes)
+            .field("receive_timeout", &self.receive_timeout)
             .field("max_attribute_key_bytes", &self.max_attribute_key_bytes)
             .field("max_attribute_value_bytes", &self.max_attribute_value_bytes)
             .field("max_attributes", &self.max_attributes)

@@ -122,6 +122,11 @@ impl Server {
         }
     }
 
+    /// SIGTERM without waiting for the exit ([`Server::stop`] waits).
+    pub fn terminate(&self) {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -368,3 +368,74 @@ async fn sql_stays_within_its_memory_time_and_size_limits() {
     eprintln!("peak RSS {} MiB after the SQL attacks (before: {} MiB)", peak >> 20, before >> 20);
     assert!(peak < before + (64 << 20) + (256 << 20), "peak RSS {} MiB", peak >> 20);
 }
+
+/// A counter's value on `/metrics` for one label value (`name{label="value"} n`).
+async fn labeled(server: &Server, name: &str, label: &str) -> f64 {
+    let text = server.http_client().get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}{{{label}}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Slow senders and many bodies at once: what request bodies hold is bounded by
+/// `ingest.max_receiving_bytes` across all connections, and a body that stops arriving is
+/// dropped at `ingest.receive_timeout`. 200 connections each declare 1 MiB, send half of it
+/// and stall: before the budget, that held 100 MiB for as long as the clients liked.
+#[tokio::test]
+async fn slow_and_concurrent_bodies_stay_within_the_receive_budget() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("TRACELIGHT_INGEST_MAX_REQUEST_BYTES", "1048576"),
+            ("TRACELIGHT_INGEST_MAX_RECEIVING_BYTES", "8388608"),
+            ("TRACELIGHT_INGEST_RECEIVE_TIMEOUT", "3s"),
+        ],
+    );
+    let addr = server.otlp("").trim_start_matches("http://").to_string();
+    let before = server.peak_rss();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let addr = addr.clone();
+        stalled.push(tokio::spawn(async move {
+            let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n\
+                        content-length: 1048576\r\n\r\n";
+            // The server stops reading a body the budget cannot take: writes may then fail.
+            let sent = async {
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(&vec![0u8; 512 << 10]).await
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sent).await;
+            sock // held open, the body never finished
+        }));
+    }
+    let mut socks = Vec::new();
+    for t in stalled {
+        socks.push(t.await.unwrap());
+    }
+    let refused = labeled(&server, "tracelight_rejected_requests_total", "reason=\"overloaded\"").await;
+    assert!(refused > 0.0, "the budget refused some of the 200 bodies");
+    let grown = server.peak_rss().saturating_sub(before);
+    eprintln!("peak RSS grew {} MiB with 200 stalled half-sent bodies", grown >> 20);
+    assert!(grown < 64 << 20, "peak RSS grew {} MiB", grown >> 20);
+    // The stalled bodies are dropped at the receive timeout, which gives their share back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while labeled(&server, "tracelight_rejected_requests_total", "reason=\"receive_timeout\"").await == 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the stalled bodies never timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Exports go through (a 503 meanwhile is retryable, with Retry-After).
+    loop {
+        let res = transport::http_export(&server, "/v1/logs", &otlp::logs("after", 0, 3), Body::Protobuf, false).await;
+        match res.status().as_u16() {
+            200 => break,
+            503 => assert!(res.headers().contains_key("retry-after")),
+            other => panic!("{other}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "exports still refused after the timeout");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.count("SELECT count(*) FROM logs").await, 3);
+    drop(socks);
+}

@@ -313,3 +313,43 @@ async fn a_failed_fsync_turns_readiness_false_and_stops_acknowledgements() {
     let n = server.count("SELECT count(*) FROM spans").await;
     assert!(n == 20 || n == 30, "acknowledged spans kept, the refused export whole or absent: {n}");
 }
+
+/// SIGTERM while an export is still arriving: the OTLP listener drains it, and meanwhile the
+/// API (which stops last) answers `/readyz` with 503 "shutting down", so a load balancer sees
+/// the node leave instead of a refused connection. Then the server exits cleanly.
+#[tokio::test]
+async fn readiness_is_false_while_shutting_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let c = server.http_client().clone();
+    assert_eq!(c.get(server.api("/readyz")).send().await.unwrap().status(), 200);
+    // An export in flight: `100 Continue` comes back once the handler reads the body, which
+    // the client then sends only in part.
+    let mut sock = tokio::net::TcpStream::connect(server.otlp("").trim_start_matches("http://")).await.unwrap();
+    sock.write_all(
+        b"POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n\
+          content-length: 1000\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = [0u8; 64];
+    let n = sock.read(&mut got).await.unwrap();
+    assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&got[..n]));
+    sock.write_all(&[0u8; 10]).await.unwrap();
+
+    server.terminate();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        let res = c.get(server.api("/readyz")).send().await.expect("the API still answers while OTLP drains");
+        if res.status() == 503 {
+            assert_eq!(res.text().await.unwrap(), "not ready: shutting down\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz stayed 200 after SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(sock);
+    server.stop();
+    assert!(server.log().contains("stopped"), "{}", server.log());
+}

@@ -146,14 +146,21 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let ok: Vec<SocketAddr> = addrs.iter().copied().filter(|a| check_ip(a.ip(), &allow).is_ok()).collect();
-            if ok.is_empty() {
-                let msg = format!("refused: {host} resolves only to internal addresses");
-                return Err(Box::new(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg)) as _);
-            }
+            let ok = allowed_addrs(&host, addrs, &allow)
+                .map_err(|msg| std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg))?;
             Ok(Box::new(ok.into_iter()) as Addrs)
         })
     }
+}
+
+/// The addresses of `host` a connection may use: a name that resolves to internal and public
+/// addresses alike connects only to the public ones (or the allowed ones).
+fn allowed_addrs(host: &str, addrs: Vec<SocketAddr>, allow: &[Cidr]) -> Result<Vec<SocketAddr>, String> {
+    let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| check_ip(a.ip(), allow).is_ok()).collect();
+    if ok.is_empty() {
+        return Err(format!("refused: {host} resolves only to internal addresses"));
+    }
+    Ok(ok)
 }
 
 /// The HTTP client of every delivery: guarded resolver, no redirects, a timeout.
@@ -370,6 +377,53 @@ mod tests {
         let c = client(Vec::new());
         let err = c.post("http://localhost:1/").send().await.unwrap_err();
         assert!(describe(&err).starts_with("refused:"), "{} / {err:?}", describe(&err));
+    }
+
+    #[test]
+    fn a_name_resolving_to_internal_and_public_addresses_connects_only_to_the_public_ones() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mixed = vec![addr("127.0.0.1:0"), addr("93.184.215.14:0"), addr("[fd00::1]:0"), addr("169.254.169.254:0")];
+        assert_eq!(allowed_addrs("rebind.example", mixed.clone(), &[]).unwrap(), vec![addr("93.184.215.14:0")]);
+        let allow = [Cidr::parse("127.0.0.1/32").unwrap()];
+        assert_eq!(
+            allowed_addrs("rebind.example", mixed, &allow).unwrap(),
+            vec![addr("127.0.0.1:0"), addr("93.184.215.14:0")]
+        );
+        let internal = vec![addr("10.0.0.1:0"), addr("[::1]:0")];
+        assert!(allowed_addrs("internal.example", internal, &[]).unwrap_err().starts_with("refused:"));
+    }
+
+    /// A local server answering every request with `response`; returns its port and how many
+    /// requests it got.
+    async fn answering(response: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(response.as_bytes()).await;
+            }
+        });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        // The allowed receiver redirects to the metadata address: the 302 is the answer (a
+        // failed delivery), and nothing else is asked.
+        let (port, hits) = answering(
+            "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let c = client(vec![Cidr::parse("127.0.0.1/32").unwrap()]);
+        let res = c.post(format!("http://127.0.0.1:{port}/hook")).body("{}").send().await.unwrap();
+        assert_eq!(res.status(), 302);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
