@@ -353,3 +353,75 @@ async fn readiness_is_false_while_shutting_down() {
     server.stop();
     assert!(server.log().contains("stopped"), "{}", server.log());
 }
+
+/// The hour directories of a signal's segments under the data directory.
+fn hour_dirs(dir: &std::path::Path, signal: &str) -> usize {
+    let root = dir.join("data").join("segments").join("default").join(signal);
+    let Ok(days) = std::fs::read_dir(root) else { return 0 };
+    days.flatten().filter_map(|d| std::fs::read_dir(d.path()).ok()).map(|hours| hours.count()).sum()
+}
+
+/// Retention end to end through `retention.period`: a partition goes once all of its hour is
+/// older than the period. With a period of 1 h, the span in the last nanosecond of the hour
+/// that ended before the previous hour began goes; the span in the first nanosecond of the
+/// previous hour stays. Catalog rows go first (queries stop seeing them), files only after
+/// the grace (`query.timeout` + 30 s).
+#[tokio::test]
+async fn retention_removes_whole_hours_past_the_period_rows_first_then_files() {
+    const HOUR: u64 = 3_600_000_000_000;
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    // The expected partitions move when the hour turns: keep the test inside one hour.
+    let to_next_hour = HOUR - now() % HOUR;
+    if to_next_hour < 150_000_000_000 {
+        tokio::time::sleep(std::time::Duration::from_nanos(to_next_hour + 1_000_000_000)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("TRACELIGHT_RETENTION_PERIOD", "1h"),
+            ("TRACELIGHT_RETENTION_CHECK_INTERVAL", "1s"),
+            ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms"),
+            ("TRACELIGHT_QUERY_TIMEOUT", "2s"),
+        ],
+    );
+    let h0 = now() / HOUR * HOUR;
+    let boundary = h0 - HOUR;
+    let spans = [("old", h0 - 3 * HOUR + 1), ("edge-out", boundary - 1), ("edge-in", boundary), ("now", now() - 1)]
+        .iter()
+        .enumerate()
+        .map(|(k, (name, t))| {
+            let mut sp = otlp::span(70 + k as u64, 1, None, name, 0, false);
+            sp.start_time_unix_nano = *t;
+            sp.end_time_unix_nano = *t + 1;
+            sp
+        })
+        .collect();
+    let ch = transport::channel(&server).await;
+    let r = transport::grpc_traces(&ch, otlp::traces("kept", spans), false).await.unwrap();
+    assert_eq!(r.partial_success, None);
+
+    let names = "SELECT name FROM spans ORDER BY name";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got: Vec<String> = server.sql(names).await.iter().map(|r| r[0].as_str().unwrap().to_string()).collect();
+        if got == ["edge-in", "now"] {
+            break;
+        }
+        assert!(
+            got.len() == 4 || got.is_empty() || got == ["edge-in", "now"],
+            "a partition goes whole, never in part: {got:?}"
+        );
+        assert!(std::time::Instant::now() < deadline, "the expired hours are still queryable: {got:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The rows went first; the files of the two expired hours are still on disk for the grace.
+    assert_eq!(hour_dirs(dir.path(), "spans"), 4, "files outlive their rows by the grace");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while hour_dirs(dir.path(), "spans") != 2 {
+        assert!(std::time::Instant::now() < deadline, "the expired files were never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 2);
+    assert!(server.log().contains("retention removed expired partitions"), "{}", server.log());
+}
