@@ -238,11 +238,22 @@ async fn script_payloads_in_telemetry_stay_text_in_the_browser() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let evil = format!("svc{XSS}");
+    // An SLO on the evil service: its pages show the service and its failing spans.
+    let config = dir.path().join("tracelight.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\neval_interval = \"1s\"\n\n[[slo]]\nname = \"xss-slo\"\nservice = '{evil}'\n\
+             objective = 99.0\nsli = {{ kind = \"error_ratio\" }}\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &[("TRACELIGHT_CONFIG", config.to_str().unwrap())]);
     let ch = transport::channel(&server).await;
     let t0 = now_ns() - 30_000_000_000;
-    let evil = format!("svc{XSS}");
     let mut root = span_at(77, 1, None, &format!("GET /{XSS}"), t0, 0, 50);
+    root.status = otlp::span(0, 0, None, "", 0, true).status;
     root.attributes = vec![kv(&format!("key{XSS}"), s(&format!("javascript:alert(3){XSS}")))];
     root.events = vec![opentelemetry_proto::tonic::trace::v1::span::Event {
         time_unix_nano: t0 + 5_000_000,
@@ -281,7 +292,20 @@ async fn script_payloads_in_telemetry_stay_text_in_the_browser() {
         let rows = server.sql("SELECT DISTINCT name FROM metrics WHERE kind = 'histogram'").await;
         rows[0][0].as_str().unwrap().to_string()
     };
+    // The SLO has counted the failing span.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value =
+            server.http_client().get(server.api("/api/v1/slos/xss-slo")).send().await.unwrap().json().await.unwrap();
+        if v["sli"].is_number() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SLO was never evaluated: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let pages = [
+        "/slos".to_string(),
+        "/slos/xss-slo".to_string(),
         "/?since=15m".to_string(),
         "/traces?since=15m".to_string(),
         format!("/traces/{trace}"),
@@ -292,18 +316,41 @@ async fn script_payloads_in_telemetry_stay_text_in_the_browser() {
     for page in pages {
         browser.goto(&server.api(&page)).await;
         assert_eq!(browser.alert().await, None, "{page}: a payload ran");
-        let v = browser
-            .eval(
-                "document.querySelectorAll('details').forEach(d => d.open = true);
-                 return [document.images.length, document.scripts.length, document.scripts[0].getAttribute('src'),
-                         document.body.textContent.includes('<script>alert(1)</script>'),
-                         Array.from(document.querySelectorAll('a[href]')).filter(a => a.getAttribute('href').trim().toLowerCase().startsWith('javascript')).length]",
-            )
-            .await;
-        assert_eq!(v, json!([0, 1, "/static/app.js", true, 0]), "{page}");
-        assert_eq!(browser.alert().await, None, "{page}: a payload ran after expanding");
+        assert_payloads_are_text(&browser, &page).await;
     }
+    // Live tail: rows the script adds from the stream stay text too.
+    browser.goto(&server.api("/logs?q=xssneedle&since=15m")).await;
+    browser.eval("document.getElementById('tail-toggle').click(); return 1").await;
+    browser.wait_for("return document.getElementById('tail-status').textContent", "the tail to start").await;
+    let mut late = log_record(now_ns(), &format!("tailed{XSS} xssneedle"), Some(77), 17);
+    late.attributes = vec![kv(&format!("attr{XSS}"), s(&format!("javascript:alert(5){XSS}")))];
+    late.severity_text = format!("ERROR{XSS}");
+    transport::grpc_logs(&ch, logs_request(&evil, vec![late]), false).await.unwrap();
+    let row = browser
+        .wait_for(
+            "const r = document.querySelector('#log-rows tbody tr.tailed'); return r && r.textContent",
+            "the tailed row",
+        )
+        .await;
+    assert!(row.as_str().unwrap().contains(&format!("tailed{XSS}")), "{row}");
+    assert_eq!(browser.alert().await, None, "live tail: a payload ran");
+    assert_payloads_are_text(&browser, "live tail").await;
     browser.quit().await;
+}
+
+/// No payload became markup on the current page, even with every `<details>` open: one
+/// script (ours), no images, the payload shown as text, no `javascript:` links, no alert.
+async fn assert_payloads_are_text(browser: &Browser, page: &str) {
+    let v = browser
+        .eval(
+            "document.querySelectorAll('details').forEach(d => d.open = true);
+             return [document.images.length, document.scripts.length, document.scripts[0].getAttribute('src'),
+                     document.body.textContent.includes('<script>alert(1)</script>'),
+                     Array.from(document.querySelectorAll('a[href]')).filter(a => a.getAttribute('href').trim().toLowerCase().startsWith('javascript')).length]",
+        )
+        .await;
+    assert_eq!(v, json!([0, 1, "/static/app.js", true, 0]), "{page}");
+    assert_eq!(browser.alert().await, None, "{page}: a payload ran after expanding");
 }
 
 /// The time fields of every point of a metric, to move them to now.

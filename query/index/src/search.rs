@@ -200,6 +200,17 @@ impl LogSyntax {
             return Ok(Box::new(AllQuery));
         }
         check_query_shape(q)?;
+        // Tantivy's lenient grammar loops forever, allocating, on whitespace other than space,
+        // tab, CR and LF inside `IN [...]` (a vertical tab or a no-break space; found by
+        // fuzzing): it splits words on all Unicode whitespace but skips only those four.
+        // Every other whitespace character becomes a space, which is what it separates anyway.
+        let spaced: String;
+        let q = if q.chars().any(|c| c.is_whitespace() && !matches!(c, ' ' | '\t' | '\n' | '\r')) {
+            spaced = q.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+            spaced.as_str()
+        } else {
+            q
+        };
         let mut parser = QueryParser::for_index(&self.index, vec![self.fields.body, self.fields.attr_values]);
         parser.set_conjunction_by_default();
         let invalid = |e: &dyn std::fmt::Display| {

@@ -321,6 +321,17 @@ async fn deeply_nested_and_huge_queries_are_refused_not_recursed() {
             other => panic!("{q}: expected Invalid, got {:?}", other.map(|(b, _)| b.num_rows())),
         }
     }
+    // Found by fuzzing: whitespace other than space, tab, CR and LF in a set made tantivy's
+    // lenient grammar loop forever, allocating. It is taken as a space.
+    for q in [
+        "service:IN [checkout\u{b}payments]",
+        "service:IN [\u{a0}",
+        "payment\u{2003}upstream",
+        "service:IN [\u{85}x\u{3000}]",
+    ] {
+        let r = fx.search.logs(&Tenant::default(), &LogSearch { q: q.into(), ..everything() }).await;
+        assert!(matches!(r, Ok(_) | Err(IndexError::Invalid(_))), "{q:?}");
+    }
     // Ordinary nesting, negation and phrases with parentheses inside still work.
     for q in [
         "((payment OR upstream) AND -authorised)",
