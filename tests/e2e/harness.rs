@@ -194,6 +194,12 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // For the report of each test (`--nocapture`): the server's peak memory.
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", c.id())) {
+                let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_string();
+                let test = std::thread::current().name().unwrap_or("?").to_string();
+                eprintln!("SERVER PEAK RSS {test}: {peak}");
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
