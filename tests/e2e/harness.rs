@@ -184,6 +184,13 @@ impl Server {
         res.json().await.unwrap()
     }
 
+    /// The value of one series on `/metrics`, named with its labels as exposed
+    /// (`tracelight_head_bytes`, `name{reason="overloaded"}`); `None` when absent.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.client.get(self.api("/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// The single integer a `SELECT count(*) ...` returns.
     pub async fn count(&self, sql: &str) -> i64 {
         let rows = self.sql(sql).await;

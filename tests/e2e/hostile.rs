@@ -169,12 +169,7 @@ async fn concurrent_requests_cannot_overfill_the_head() {
         assert!(status == 200 || status == 503, "{status}");
         accepted += (status == 200) as i64;
     }
-    let metrics = server.http_client().get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    let held: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tracelight_head_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let held = server.metric("tracelight_head_bytes").await.unwrap();
     assert!(accepted > 0 && accepted < 60, "{accepted} accepted");
     assert!(held <= 4194304.0, "head holds {held} bytes, bound 4 MiB");
     assert_eq!(server.count("SELECT count(*) FROM spans").await, accepted * 1000);
@@ -369,13 +364,6 @@ async fn sql_stays_within_its_memory_time_and_size_limits() {
     assert!(peak < before + (64 << 20) + (256 << 20), "peak RSS {} MiB", peak >> 20);
 }
 
-/// A counter's value on `/metrics` for one label value (`name{label="value"} n`).
-async fn labeled(server: &Server, name: &str, label: &str) -> f64 {
-    let text = server.http_client().get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    let prefix = format!("{name}{{{label}}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 /// Slow senders and many bodies at once: what request bodies hold is bounded by
 /// `ingest.max_receiving_bytes` across all connections, and a body that stops arriving is
 /// dropped at `ingest.receive_timeout`. 200 connections each declare 1 MiB, send half of it
@@ -414,14 +402,14 @@ async fn slow_and_concurrent_bodies_stay_within_the_receive_budget() {
     for t in stalled {
         socks.push(t.await.unwrap());
     }
-    let refused = labeled(&server, "tracelight_rejected_requests_total", "reason=\"overloaded\"").await;
+    let refused = server.metric("tracelight_rejected_requests_total{reason=\"overloaded\"}").await.unwrap_or(0.0);
     assert!(refused > 0.0, "the budget refused some of the 200 bodies");
     let grown = server.peak_rss().saturating_sub(before);
     eprintln!("peak RSS grew {} MiB with 200 stalled half-sent bodies", grown >> 20);
     assert!(grown < 64 << 20, "peak RSS grew {} MiB", grown >> 20);
     // The stalled bodies are dropped at the receive timeout, which gives their share back.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while labeled(&server, "tracelight_rejected_requests_total", "reason=\"receive_timeout\"").await == 0.0 {
+    while server.metric("tracelight_rejected_requests_total{reason=\"receive_timeout\"}").await.unwrap_or(0.0) == 0.0 {
         assert!(std::time::Instant::now() < deadline, "the stalled bodies never timed out");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

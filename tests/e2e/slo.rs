@@ -198,12 +198,6 @@ url = "{url}"
     assert_eq!(chat.lock().len(), 4, "{:?}", chat.lock());
 }
 
-/// A value of a metric without labels on `/metrics`.
-async fn metric(server: &Server, name: &str) -> Option<f64> {
-    let text = server.http_client().get(server.api("/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// Delivery is at least once. A SIGKILL between the receiver's 2xx and the delivered mark
 /// (held open by a fault hook) sends that message again after the restart, with the same id
 /// in the `webhook-id` header and in the body, so the receiver can drop the repeat. Nothing
@@ -241,8 +235,8 @@ async fn a_message_cut_off_by_kill9_is_sent_again_with_the_same_id() {
     server.restart_after_kill9();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let delivered = metric(&server, "tracelight_notifications_delivered_total").await;
-        let pending = metric(&server, "tracelight_notifications_pending").await;
+        let delivered = server.metric("tracelight_notifications_delivered_total").await;
+        let pending = server.metric("tracelight_notifications_pending").await;
         if delivered == Some(4.0) && pending == Some(0.0) {
             break;
         }
