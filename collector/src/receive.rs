@@ -28,6 +28,8 @@ const UNIT: usize = 1024;
 #[derive(Clone)]
 pub struct ReceiveBudget {
     permits: Arc<Semaphore>,
+    /// The budget in whole units, as the semaphore started.
+    units: usize,
     bytes: usize,
     timeout: Duration,
 }
@@ -36,7 +38,7 @@ impl ReceiveBudget {
     /// `bytes` for all requests at once; each body must arrive within `timeout`.
     pub fn new(bytes: usize, timeout: Duration) -> ReceiveBudget {
         let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
-        ReceiveBudget { permits: Arc::new(Semaphore::new(units)), bytes, timeout }
+        ReceiveBudget { permits: Arc::new(Semaphore::new(units)), units, bytes, timeout }
     }
 
     /// An empty ticket for one request.
@@ -46,7 +48,7 @@ impl ReceiveBudget {
 
     /// Bytes held by requests right now.
     pub fn in_use(&self) -> usize {
-        (self.bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS).saturating_sub(self.permits.available_permits()) * UNIT
+        self.units.saturating_sub(self.permits.available_permits()) * UNIT
     }
 }
 
@@ -216,7 +218,7 @@ mod tests {
         let first = Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(b"0123456789")));
         let body = http_body_util::StreamBody::new(futures::stream::iter([first]).chain(futures::stream::pending()));
         let metered = Metered::new(body, ticket.clone());
-        let err = metered.collect().await.err().expect("the deadline ends it");
+        let err = metered.collect().await.expect_err("the deadline ends it");
         assert!(err.to_string().contains("not received within"), "{err}");
         assert!(matches!(ticket.failure(), Some(IngestError::ReceiveTimeout(_))));
         assert_eq!(ticket.bytes(), 10);
