@@ -54,18 +54,23 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Concurrent clients.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// How long to send, after a one-second warm-up.
-    #[arg(long, default_value = "15s")]
+    /// How long to measure, after a warm-up of 5 s. A rate is only a throughput when the run
+    /// is long enough for flushes to keep up with it: keep it at a minute or more.
+    #[arg(long, default_value = "60s")]
     duration: String,
-    /// Distinct pre-encoded requests to cycle through.
-    #[arg(long, default_value_t = 128)]
+    /// Distinct pre-encoded requests to cycle through (1,024 × 1,000 items: a million
+    /// distinct items, so no flushed segment holds the same item twice).
+    #[arg(long, default_value_t = 1024)]
     payloads: usize,
     /// An already running server's OTLP/gRPC address; without it a server is started on a
-    /// temporary data directory (and bytes on disk are measured).
+    /// temporary data directory (and its memory and bytes on disk are measured).
     #[arg(long)]
     endpoint: Option<String>,
+    /// Extra `serve` arguments for the server the bench starts (e.g. `--config FILE`).
+    #[arg(long, allow_hyphen_values = true, num_args = 1..)]
+    serve_args: Vec<String>,
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -118,6 +123,12 @@ pub struct Spawned {
 }
 
 pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
+    spawn_server_with(dir, &[])
+}
+
+/// Starts `tracelight serve` on `dir/data` with loopback listeners on free ports, plus `extra`
+/// arguments; its log goes to `dir/server.log`.
+pub fn spawn_server_with(dir: &Path, extra: &[String]) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut child = Command::new(exe)
@@ -132,6 +143,7 @@ pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
             "--data-dir",
         ])
         .arg(dir.join("data"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -143,9 +155,21 @@ pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
         (Some(grpc), Some(http)) => Ok(Spawned { child, dir: dir.to_path_buf(), grpc, http }),
         _ => {
             let _ = child.kill();
-            bail!("server did not start: {line}")
+            bail!("server did not start: {line} (see {})", dir.join("server.log").display())
         }
     }
+}
+
+/// A field of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`); 0 when unreadable.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Bytes of the files under `p` (recursively) that `keep` accepts.
@@ -166,12 +190,46 @@ pub fn bytes_where(p: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
         .sum()
 }
 
+/// What the clients saw, shared between them.
+#[derive(Default)]
+struct Tally {
+    acked: AtomicU64,
+    /// Refusals by reason (the status message with its numbers blanked out).
+    refused: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Client time spent waiting before a retry, in microseconds.
+    backoff_us: AtomicU64,
+}
+
+/// A refusal's reason without its numbers, so that refusals of one kind count together.
+fn reason_key(message: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in message.chars().take(120) {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+const WARM_UP: Duration = Duration::from_secs(5);
+
 async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let duration = tracelight_model::time::parse_duration(&a.duration)?;
+    if duration < Duration::from_secs(60) {
+        eprintln!("note: a run shorter than 60 s measures a burst, not a sustained rate");
+    }
     eprintln!("generating {} distinct requests of {} {:?}...", a.payloads, a.batch, a.signal);
     let payloads = Arc::new(payloads(&a));
     let wire: usize = payloads.iter().map(|p| p.len()).sum();
-    eprintln!("  {:.0} protobuf bytes per item", wire as f64 / (a.payloads * a.batch) as f64);
+    let wire_per_item = wire as f64 / (a.payloads * a.batch) as f64;
+    eprintln!("  {wire_per_item:.0} protobuf bytes per item");
     eprintln!("measuring decode-only rate (one thread, same payloads)...");
     let decode_rate = decode_only_rate(a.signal, &payloads);
 
@@ -179,8 +237,9 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let mut server = match &a.endpoint {
         Some(_) => None,
-        None => Some(spawn_server(&tmp)?),
+        None => Some(spawn_server_with(&tmp, &a.serve_args)?),
     };
+    let pid = server.as_ref().map(|s| s.child.id());
     let endpoint = a.endpoint.clone().or_else(|| server.as_ref().map(|s| s.grpc.clone())).unwrap();
     let channel =
         Channel::from_shared(format!("http://{endpoint}"))?.connect().await.context("connect to the server")?;
@@ -189,52 +248,95 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         SignalArg::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         SignalArg::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     };
+    let item = match a.signal {
+        SignalArg::Spans => "spans",
+        SignalArg::Logs => "log records",
+        SignalArg::Metrics => "points",
+    };
 
-    let acked = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let (ch, payloads, acked, refused, measuring, stop) =
-            (channel.clone(), payloads.clone(), acked.clone(), refused.clone(), measuring.clone(), stop.clone());
+        let (ch, payloads, tally, measuring, stop) =
+            (channel.clone(), payloads.clone(), tally.clone(), measuring.clone(), stop.clone());
         let batch = a.batch as u64;
         tasks.push(tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(ch);
-            let mut latencies = Vec::new();
+            // (attempt that succeeded, first attempt to acknowledgement), in µs.
+            let mut latencies: Vec<(u32, u32)> = Vec::new();
             let mut i = c;
-            while !stop.load(Ordering::Relaxed) {
+            'requests: while !stop.load(Ordering::Relaxed) {
                 let body = payloads[i % payloads.len()].clone();
-                i += 7;
-                let t = Instant::now();
-                if grpc.ready().await.is_err() {
-                    break;
-                }
-                let res =
-                    grpc.unary(tonic::Request::new(body), http::uri::PathAndQuery::from_static(path), RawCodec).await;
-                match res {
-                    Ok(_) if measuring.load(Ordering::Relaxed) => {
-                        acked.fetch_add(batch, Ordering::Relaxed);
-                        latencies.push(t.elapsed().as_micros() as u32);
+                i += a_prime(payloads.len());
+                let first = Instant::now();
+                let mut backoff = Duration::from_millis(50);
+                // An exporter retries a refused request until it is taken: that time counts
+                // against the rate, the refusal itself is not a failure.
+                loop {
+                    let t = Instant::now();
+                    if grpc.ready().await.is_err() {
+                        break 'requests;
                     }
-                    Ok(_) => {}
-                    Err(s) if s.code() == tonic::Code::Unavailable => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(s) => {
-                        eprintln!("client {c}: {s}");
-                        break;
+                    let path = http::uri::PathAndQuery::from_static(path);
+                    match grpc.unary(tonic::Request::new(body.clone()), path, RawCodec).await {
+                        Ok(_) => {
+                            if measuring.load(Ordering::Relaxed) {
+                                tally.acked.fetch_add(batch, Ordering::Relaxed);
+                                latencies.push((t.elapsed().as_micros() as u32, first.elapsed().as_micros() as u32));
+                            }
+                            break;
+                        }
+                        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
+                            if measuring.load(Ordering::Relaxed) {
+                                *tally.refused.lock().entry(reason_key(s.message())).or_default() += 1;
+                                tally.backoff_us.fetch_add(backoff.as_micros() as u64, Ordering::Relaxed);
+                            }
+                            if stop.load(Ordering::Relaxed) {
+                                break 'requests;
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                        Err(s) => {
+                            eprintln!("client {c}: {s}");
+                            break 'requests;
+                        }
                     }
                 }
             }
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Progress every 10 s, and the server's memory every second.
+    let api = server.as_ref().map(|s| s.http.clone());
+    tokio::time::sleep(WARM_UP).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    tokio::time::sleep(duration).await;
+    let (mut rss_max, mut rss_sum, mut rss_n) = (0u64, 0u64, 0u64);
+    let mut last = (0u64, Instant::now());
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()))).await;
+        if let Some(pid) = pid {
+            let rss = proc_status_bytes(pid, "VmRSS");
+            rss_max = rss_max.max(rss);
+            rss_sum += rss;
+            rss_n += 1;
+        }
+        if last.1.elapsed() >= Duration::from_secs(10) {
+            let acked = tally.acked.load(Ordering::Relaxed);
+            let refused: u64 = tally.refused.lock().values().sum();
+            eprintln!(
+                "  {:>4.0} s: {:.0} {item}/s over the last 10 s, {refused} refusals so far, server RSS {} MiB",
+                started.elapsed().as_secs_f64(),
+                (acked - last.0) as f64 / last.1.elapsed().as_secs_f64(),
+                pid.map_or(0, |p| proc_status_bytes(p, "VmRSS") >> 20),
+            );
+            last = (acked, Instant::now());
+        }
+    }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -242,64 +344,96 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     for t in tasks {
         latencies.extend(t.await?);
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
+    let pct = |v: &mut Vec<u32>, p: f64| {
+        v.sort_unstable();
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0
     };
-    let total = acked.load(Ordering::Relaxed);
+    let mut attempt: Vec<u32> = latencies.iter().map(|l| l.0).collect();
+    let mut whole: Vec<u32> = latencies.iter().map(|l| l.1).collect();
+    let total = tally.acked.load(Ordering::Relaxed);
     let rate = total as f64 / elapsed;
-    let item = match a.signal {
-        SignalArg::Spans => "spans",
-        SignalArg::Logs => "log records",
-        SignalArg::Metrics => "points",
-    };
+    let refused = tally.refused.lock().clone();
     println!(
-        "durable ingest: {rate:.0} {item}/s ({total} acknowledged in {elapsed:.1} s, {} clients, {} per request)",
-        a.clients, a.batch
+        "sustained durable ingest: {rate:.0} {item}/s ({total} acknowledged in {elapsed:.0} s after a {} s warm-up; \
+         {} clients, {} {item} per request, {wire_per_item:.0} protobuf bytes per item, fsync on)",
+        WARM_UP.as_secs(),
+        a.clients,
+        a.batch
     );
     println!(
-        "request latency: p50 {:.1} ms, p99 {:.1} ms; refused (retryable): {}",
-        pct(0.5) as f64 / 1000.0,
-        pct(0.99) as f64 / 1000.0,
-        refused.load(Ordering::Relaxed)
+        "request latency: p50 {:.1} ms, p99 {:.1} ms per accepted attempt; p50 {:.1} ms, p99 {:.1} ms from first attempt to acknowledgement",
+        pct(&mut attempt, 0.5),
+        pct(&mut attempt, 0.99),
+        pct(&mut whole, 0.5),
+        pct(&mut whole, 0.99),
     );
+    let client_seconds = a.clients as f64 * elapsed;
+    println!(
+        "refused and retried: {} requests; clients spent {:.1}% of their time backing off",
+        refused.values().sum::<u64>(),
+        100.0 * tally.backoff_us.load(Ordering::Relaxed) as f64 / 1e6 / client_seconds
+    );
+    for (reason, n) in &refused {
+        println!("  {n:>8} × {reason}");
+    }
     println!("decode-only (one thread): {decode_rate:.0} {item}/s; durable / decode-only = {:.2}", rate / decode_rate);
+    if let Some(mean) = rss_sum.checked_div(rss_n) {
+        println!(
+            "server RSS while measured: mean {} MiB, max {} MiB (sampled each second)",
+            mean >> 20,
+            rss_max >> 20
+        );
+    }
 
     if let Some(s) = server.take() {
-        let metrics = reqwest::get(format!("http://{}/metrics", s.http)).await?.text().await?;
-        let appended: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tracelight_wal_appended_bytes_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
-        let ingested: f64 = metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("tracelight_ingested_items_total{signal=\"")
-                    .and_then(|r| r.split_once("} "))
-                    .map(|(_, v)| v)
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let api = api.expect("a started server has an API address");
+        let metrics = reqwest::get(format!("http://{api}/metrics")).await?.text().await?;
+        let metric = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                .sum()
+        };
+        let appended = metric("tracelight_wal_appended_bytes_total");
+        let ingested = metric("tracelight_ingested_items_total");
+        let (flushes, flush_s) = (metric("tracelight_flush_seconds_count"), metric("tracelight_flush_seconds_sum"));
+        if flushes > 0.0 {
+            println!(
+                "flushes: {flushes:.0}, mean {:.2} s each, {:.0}% of the run spent flushing",
+                flush_s / flushes,
+                100.0 * flush_s / (elapsed + WARM_UP.as_secs_f64())
+            );
+        }
+        let peak = proc_status_bytes(s.child.id(), "VmHWM");
         stop_server(s.child)?;
-        let segments = bytes_where(&s.dir.join("data/segments"), &|_| true);
-        // Index directories are part of this figure; `bench search` reports them apart.
+        println!("server peak RSS (VmHWM, whole run): {} MiB", peak >> 20);
+        let segments = s.dir.join("data/segments");
+        let in_idx = |p: &Path| {
+            p.extension().is_some_and(|e| e == "tid")
+                || p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"))
+        };
+        let data = bytes_where(&segments, &|p| p.extension().is_some_and(|e| e == "parquet"));
+        let index = bytes_where(&segments, &in_idx);
         if ingested > 0.0 {
             println!(
-                "on disk after flush: {:.1} bytes per {} in Parquet ({} bytes for {} {item}); WAL wrote {:.1} bytes per item",
-                segments as f64 / ingested,
+                "on disk after the final flush: {:.1} B data + {:.1} B index per {} ({ingested:.0} {item}; \
+                 the payloads repeat every {} items); WAL wrote {:.1} B per item",
+                data as f64 / ingested,
+                index as f64 / ingested,
                 item.trim_end_matches('s'),
-                segments,
-                ingested,
+                a.payloads * a.batch,
                 appended / ingested
             );
         }
         let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(())
+}
+
+/// A stride through the payloads that visits all of them (coprime with `n`).
+fn a_prime(n: usize) -> usize {
+    [7, 11, 13, 17, 19, 23].into_iter().find(|p| !n.is_multiple_of(*p)).unwrap_or(1)
 }
 
 pub fn stop_server(mut child: Child) -> anyhow::Result<()> {

@@ -105,6 +105,21 @@ async fn send(
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Every `*.idx` directory under `dir`.
+fn collect_dirs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.extension().is_some_and(|x| x == "idx") {
+                out.push(p);
+            } else {
+                collect_dirs(&p, out);
+            }
+        }
+    }
+}
+
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)])
@@ -278,7 +293,10 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     stop_server(server.child)?;
 
     let logs_dir = tmp.join("data/segments/default/logs");
-    let in_idx = |p: &Path| p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"));
+    let in_idx = |p: &Path| {
+        p.extension().is_some_and(|e| e == "tid")
+            || p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"))
+    };
     let data = bytes_where(&logs_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
     let index = bytes_where(&logs_dir, &in_idx);
     let spans_dir = tmp.join("data/segments/default/spans");
@@ -306,6 +324,19 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         span_data as f64 / a.spans as f64,
         span_index as f64 / a.spans as f64
     );
+    let tid = |dir: &Path| bytes_where(dir, &|p| p.extension().is_some_and(|e| e == "tid"));
+    println!(
+        "  of which trace-ID index files (.tid): {:.1} B per log record, {:.1} B per span",
+        tid(&logs_dir) as f64 / a.logs as f64,
+        tid(&spans_dir) as f64 / a.spans as f64
+    );
+    let mut idx_dirs = Vec::new();
+    collect_dirs(&logs_dir, &mut idx_dirs);
+    let usage = tracelight_index::space_usage(&idx_dirs)?;
+    println!("where the log full-text index's bytes go (per log record):");
+    for (what, bytes) in usage.iter().take(12) {
+        println!("  {:>6.2} B  {what}", *bytes as f64 / a.logs as f64);
+    }
     if a.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }

@@ -203,7 +203,10 @@ pub fn big_trace(trace_id: [u8; 16], first: u64, n: u64, start_ns: u64) -> Expor
     }
 }
 
-/// A logs request of `records` log records with trace context and a few attributes.
+/// A logs request of `records` log records with trace context (four per trace), three
+/// attributes and bodies of about 200 bytes: a message from a handful of templates followed
+/// by key=value fields, the way structured loggers print them (repetitive text, a few
+/// high-entropy numbers).
 pub fn logs(rng: &mut Rng, records: usize, start_ns: u64) -> ExportLogsServiceRequest {
     let service = SERVICES[rng.below(SERVICES.len() as u64) as usize];
     let messages = [
@@ -214,10 +217,33 @@ pub fn logs(rng: &mut Rng, records: usize, start_ns: u64) -> ExportLogsServiceRe
         "order persisted",
         "connection reset by peer",
     ];
+    let regions = ["eu-west-1", "us-east-1", "ap-south-1"];
+    // A request logs a few lines: four records per trace, from two of its spans.
+    let (mut trace_id, mut span_ids, mut t_trace) = (Vec::new(), [Vec::new(), Vec::new()], 0);
     let log_records = (0..records)
-        .map(|_| {
+        .map(|k| {
+            if k % 4 == 0 {
+                trace_id = rng.bytes::<16>();
+                span_ids = [rng.bytes::<8>(), rng.bytes::<8>()];
+                t_trace = start_ns + rng.below(1_000_000_000);
+            }
             let sev = [9, 9, 9, 13, 17][rng.below(5) as usize];
-            let t = start_ns + rng.below(1_000_000_000);
+            let t = t_trace + (k % 4) as u64 * 50_000 + rng.below(50_000);
+            let route = ROUTES[rng.below(ROUTES.len() as u64) as usize];
+            let body = format!(
+                "{} method={} route={route} status={} duration_ms={} user_id={} order_id={} region={} \
+                 upstream={}.prod.svc:8080 retries={} cache={} build=1.14.2",
+                messages[rng.below(6) as usize],
+                ["GET", "POST"][rng.below(2) as usize],
+                if sev == 17 { 500 } else { 200 },
+                rng.below(2_000),
+                rng.below(50_000),
+                rng.below(1_000_000),
+                regions[rng.below(3) as usize],
+                SERVICES[rng.below(SERVICES.len() as u64) as usize],
+                rng.below(3),
+                ["hit", "miss"][rng.below(2) as usize],
+            );
             LogRecord {
                 time_unix_nano: t,
                 observed_time_unix_nano: t + 1_000,
@@ -228,19 +254,14 @@ pub fn logs(rng: &mut Rng, records: usize, start_ns: u64) -> ExportLogsServiceRe
                     _ => "ERROR",
                 }
                 .into(),
-                body: s(&format!(
-                    "{} order_id={} user_id={}",
-                    messages[rng.below(6) as usize],
-                    rng.below(1_000_000),
-                    rng.below(50_000)
-                )),
+                body: s(&body),
                 attributes: vec![
                     kv("code.function", s("handleCheckout")),
                     kv("code.filepath", s("internal/checkout/handler.go")),
-                    kv("http.route", s(ROUTES[rng.below(ROUTES.len() as u64) as usize])),
+                    kv("http.route", s(route)),
                 ],
-                trace_id: rng.bytes::<16>(),
-                span_id: rng.bytes::<8>(),
+                trace_id: trace_id.clone(),
+                span_id: span_ids[(k % 4) / 2].clone(),
                 flags: 1,
                 ..Default::default()
             }
@@ -288,28 +309,34 @@ pub fn metrics(rng: &mut Rng, points: usize, time_ns: u64) -> ExportMetricsServi
                     ..Default::default()
                 }],
             }),
-            _ => metric::Data::Histogram(Histogram {
-                data_points: vec![HistogramDataPoint {
-                    attributes: attrs,
-                    start_time_unix_nano: time_ns - 60_000_000_000,
-                    time_unix_nano: time_ns,
-                    count: 100,
-                    sum: Some(12.5),
-                    bucket_counts: vec![10, 20, 30, 20, 10, 5, 3, 2, 0],
-                    explicit_bounds: vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
-                    exemplars: vec![Exemplar {
+            _ => {
+                let buckets: Vec<u64> = (0..15).map(|_| rng.below(40)).collect();
+                metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        attributes: attrs,
+                        start_time_unix_nano: time_ns - 60_000_000_000,
                         time_unix_nano: time_ns,
-                        value: Some(exemplar::Value::AsDouble(0.042)),
-                        trace_id: rng.bytes::<16>(),
-                        span_id: rng.bytes::<8>(),
+                        count: buckets.iter().sum(),
+                        sum: Some(12.5),
+                        // The semantic conventions' advice for http.server.request.duration.
+                        explicit_bounds: vec![
+                            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                        ],
+                        bucket_counts: buckets,
+                        exemplars: vec![Exemplar {
+                            time_unix_nano: time_ns,
+                            value: Some(exemplar::Value::AsDouble(0.042)),
+                            trace_id: rng.bytes::<16>(),
+                            span_id: rng.bytes::<8>(),
+                            ..Default::default()
+                        }],
+                        min: Some(0.001),
+                        max: Some(0.9),
                         ..Default::default()
                     }],
-                    min: Some(0.001),
-                    max: Some(0.9),
-                    ..Default::default()
-                }],
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            }),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })
+            }
         };
         let name = ["http.server.request.count", "process.cpu.utilization", "http.server.request.duration"][which];
         list.push(Metric {

@@ -133,15 +133,24 @@ pub(crate) fn convert(req: &ExportLogsServiceRequest, ctx: &DecodeContext) -> De
                 continue;
             }
             let scope = ScopeInfo::new(sl.scope.as_ref(), &sl.schema_url, limits, &mut sc.text, &mut sc.truncated);
+            // Checked in the order sent, appended in time order (see the same step for spans).
+            let mut ok: Vec<(&LogRecord, i64, Option<i64>)> = Vec::with_capacity(sl.log_records.len());
             for rec in &sl.log_records {
                 match check_record(rec, ctx.now_ns, limits) {
-                    Ok(_) if !cols.rs.fits(&res, &scope, 0) => tally.reject(Reason::RepeatedTooLarge),
-                    Ok((time, observed)) => {
-                        cols.append(rec, time, observed, limits, &mut sc);
-                        cols.rs.append(&res, &scope);
-                    }
+                    Ok((time, observed)) => ok.push((rec, time, observed)),
                     Err(reason) => tally.reject(reason),
                 }
+            }
+            if !ok.is_sorted_by_key(|r| r.1) {
+                ok.sort_by_key(|r| r.1);
+            }
+            for (rec, time, observed) in ok {
+                if !cols.rs.fits(&res, &scope, 0) {
+                    tally.reject(Reason::RepeatedTooLarge);
+                    continue;
+                }
+                cols.append(rec, time, observed, limits, &mut sc);
+                cols.rs.append(&res, &scope);
             }
         }
     }

@@ -320,15 +320,26 @@ pub(crate) fn convert(req: &ExportTraceServiceRequest, ctx: &DecodeContext) -> D
                 continue;
             }
             let scope = ScopeInfo::new(ss.scope.as_ref(), &ss.schema_url, limits, &mut sc.text, &mut sc.truncated);
+            // Checked in the order sent (so rejections are reported in that order), then
+            // appended in time order within the scope (SDKs export roughly so already): a
+            // flush writes a request's rows as they are, and sorted timestamps cost a few bits.
+            let mut ok: Vec<(&Span, Checked)> = Vec::with_capacity(ss.spans.len());
             for span in &ss.spans {
                 match check_span(span, ctx.now_ns, limits) {
-                    Ok(_) if !cols.rs.fits(&res, &scope, 0) => tally.reject(Reason::RepeatedTooLarge),
-                    Ok(ok) => {
-                        cols.append(span, &ok, limits, &mut sc);
-                        cols.rs.append(&res, &scope);
-                    }
+                    Ok(c) => ok.push((span, c)),
                     Err(reason) => tally.reject(reason),
                 }
+            }
+            if !ok.is_sorted_by_key(|(_, c)| c.start) {
+                ok.sort_by_key(|(_, c)| c.start);
+            }
+            for (span, c) in ok {
+                if !cols.rs.fits(&res, &scope, 0) {
+                    tally.reject(Reason::RepeatedTooLarge);
+                    continue;
+                }
+                cols.append(span, &c, limits, &mut sc);
+                cols.rs.append(&res, &scope);
             }
         }
     }

@@ -114,19 +114,28 @@ impl TableProvider for SignalTable {
             plans.push(listing.scan(state, projection, filters, limit).await?);
         }
         if !head.batches.is_empty() || plans.is_empty() {
-            let mem = MemTable::try_new(schema, vec![head.batches])?;
-            plans.push(mem.scan(state, projection, filters, limit).await?);
+            // Head batches hold resource and scope values once per batch: only the columns
+            // this scan reads are built out to full rows.
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema.clone(),
+            };
+            let batches = head.batches.iter().map(|b| b.project(projection.map(|p| p.as_slice()))).collect();
+            let mem = MemTable::try_new(projected, vec![batches])?;
+            plans.push(mem.scan(state, None, filters, limit).await?);
         }
         UnionExec::try_new(plans)
     }
 }
 
-fn head_hours(batches: &[datafusion::arrow::record_batch::RecordBatch], signal: Signal) -> BTreeSet<i64> {
+fn head_hours(batches: &[tracelight_storage::HeadBatch], signal: Signal) -> BTreeSet<i64> {
     use datafusion::arrow::array::{Array, TimestampNanosecondArray};
     let mut out = BTreeSet::new();
     for b in batches {
-        if let Some(t) =
-            b.column_by_name(signal.time_column()).and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        if let Some(t) = b
+            .rows()
+            .column_by_name(signal.time_column())
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
             && !t.is_empty()
         {
             // A head batch lies within one hour (the head splits batches by hour).

@@ -13,7 +13,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::Query;
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher};
 use tracelight_model::{Signal, Tenant};
-use tracelight_storage::HeadParts;
+use tracelight_storage::{HeadBatch, HeadParts};
 
 use crate::IndexError;
 use crate::histogram::TimeBuckets;
@@ -27,7 +27,7 @@ struct GenIndex {
     reader: IndexReader,
     fields: Fields,
     /// Every batch indexed so far; a document's `row` is `batch << 32 | row`.
-    batches: Vec<RecordBatch>,
+    batches: Vec<HeadBatch>,
     /// Per hour: how many of the partition's batches are indexed.
     done: HashMap<i64, usize>,
 }
@@ -43,12 +43,12 @@ impl GenIndex {
     }
 
     /// Indexes the batches of `hour` past those already done; returns whether any were added.
-    fn extend(&mut self, hour: i64, batches: &[RecordBatch]) -> Result<bool, IndexError> {
+    fn extend(&mut self, hour: i64, batches: &[HeadBatch]) -> Result<bool, IndexError> {
         let done = self.done.entry(hour).or_insert(0);
         let mut added = false;
         for b in batches.iter().skip(*done) {
             let n = self.batches.len() as u64;
-            schema::add_rows(&self.writer, &self.fields, Signal::Logs, b, |i| (n << 32) | i as u64)?;
+            schema::add_rows(&self.writer, &self.fields, Signal::Logs, b.rows(), |i| (n << 32) | i as u64)?;
             self.batches.push(b.clone());
             added = true;
         }
@@ -87,7 +87,9 @@ impl HeadIndex {
                 let Some(a) = rows.first(addr.doc_id) else { continue };
                 let (b, r) = ((a >> 32) as usize, (a & 0xffff_ffff) as usize);
                 let Some(batch) = batches.get(b) else { continue };
-                hits.push(HeadHit { time_ns, order: (generation, a), row: batch.slice(r, 1) });
+                if r < batch.num_rows() {
+                    hits.push(HeadHit { time_ns, order: (generation, a), row: batch.take(&[r as u32]) });
+                }
             }
             Ok(())
         })?;
@@ -118,7 +120,7 @@ impl HeadIndex {
         &self,
         tenant: &Tenant,
         parts: &HeadParts,
-        mut f: impl FnMut(u64, &Searcher, &[RecordBatch]) -> Result<(), IndexError>,
+        mut f: impl FnMut(u64, &Searcher, &[HeadBatch]) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
         let mut gens = self.gens.lock();
         // Generations below the oldest live one have been flushed and committed.

@@ -18,9 +18,9 @@ pub mod search;
 use std::path::Path;
 
 use arrow::record_batch::RecordBatch;
-use tantivy::Index;
+use tantivy::{Index, IndexWriter};
 use tracelight_model::Signal;
-use tracelight_storage::SegmentIndexer;
+use tracelight_storage::{IndexBuild, SegmentIndexer};
 
 pub use histogram::TimeBuckets;
 pub use search::{IndexSearch, LogSearch, LogSyntax};
@@ -33,20 +33,39 @@ const BUILD_MEMORY: usize = 96 << 20;
 pub struct SegmentIndexBuilder;
 
 impl SegmentIndexer for SegmentIndexBuilder {
-    fn indexes(&self, _signal: Signal) -> bool {
-        // Spans and metric exemplars for trace-ID lookups, logs for full text too.
-        true
+    fn indexes(&self, signal: Signal) -> bool {
+        // Full text is for logs; trace-ID lookups of every signal go through the storage
+        // crate's trace-ID index (`<id>.tid`).
+        signal == Signal::Logs
     }
 
-    fn build(&self, signal: Signal, rows: &RecordBatch, dir: &Path) -> Result<(), String> {
+    fn start(&self, signal: Signal, dir: &Path) -> Result<Box<dyn IndexBuild>, String> {
         let (schema, fields) = schema::schema();
         let index = Index::create_in_dir(dir, schema).map_err(|e| e.to_string())?;
         schema::register_tokenizers(&index);
-        let mut writer = index.writer_with_num_threads(1, BUILD_MEMORY).map_err(|e| e.to_string())?;
-        schema::add_rows(&writer, &fields, signal, rows, |i| i as u64).map_err(|e| e.to_string())?;
+        let writer = index.writer_with_num_threads(1, BUILD_MEMORY).map_err(|e| e.to_string())?;
+        Ok(Box::new(TantivyBuild { writer, fields, signal }))
+    }
+}
+
+/// A segment's tantivy index being filled slice by slice.
+struct TantivyBuild {
+    writer: IndexWriter,
+    fields: schema::Fields,
+    signal: Signal,
+}
+
+impl IndexBuild for TantivyBuild {
+    fn add(&mut self, rows: &RecordBatch, first_row: u64) -> Result<(), String> {
+        schema::add_rows(&self.writer, &self.fields, self.signal, rows, |i| first_row + i as u64)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), String> {
+        let TantivyBuild { mut writer, .. } = *self;
         writer.commit().map_err(|e| e.to_string())?;
-        writer.wait_merging_threads().map_err(|e| e.to_string())?;
-        Ok(())
+        writer.wait_merging_threads().map_err(|e| e.to_string())
     }
 }
 
@@ -73,3 +92,33 @@ impl From<tracelight_storage::StorageError> for IndexError {
 
 #[cfg(test)]
 mod tests;
+
+/// Where the bytes of the full-text indexes under `dirs` go: per component (term dictionary,
+/// postings, positions, fast fields, store) and field, summed over all of them, largest
+/// first. `bench search` prints it.
+pub fn space_usage(dirs: &[std::path::PathBuf]) -> Result<Vec<(String, u64)>, IndexError> {
+    let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for dir in dirs {
+        let index = Index::open_in_dir(dir)?;
+        let schema = index.schema();
+        let usage = index.reader()?.searcher().space_usage().map_err(|e| IndexError::Internal(e.to_string()))?;
+        for seg in usage.segments() {
+            for (what, per_field) in [
+                ("term dictionary", seg.termdict()),
+                ("postings", seg.postings()),
+                ("positions", seg.positions()),
+                ("fast fields", seg.fast_fields()),
+            ] {
+                for (field, u) in per_field.fields() {
+                    *sums.entry(format!("{what} of {}", schema.get_field_name(*field))).or_default() +=
+                        u.total().get_bytes();
+                }
+            }
+            *sums.entry("store and other".into()).or_default() +=
+                seg.store().total().get_bytes() + seg.deletes().get_bytes() + seg.fieldnorms().total().get_bytes();
+        }
+    }
+    let mut out: Vec<(String, u64)> = sums.into_iter().filter(|(_, b)| *b > 0).collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.1));
+    Ok(out)
+}

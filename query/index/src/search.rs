@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, BooleanArray, ListArray, StringArray};
-use arrow::compute::{filter_record_batch, interleave_record_batch};
+use arrow::compute::interleave_record_batch;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use tantivy::collector::{DocSetCollector, TopDocs};
@@ -17,6 +17,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{Index, Order, ReloadPolicy, Searcher, Term};
 use tracelight_model::time::hour_of;
 use tracelight_model::{ScanStats, Signal, Tenant};
+use tracelight_storage::traceidx::{self, TraceIndexFile};
 use tracelight_storage::{Catalog, Head, SegmentMeta, SegmentStore, drop_head_overlap, index_dir};
 
 use crate::IndexError;
@@ -482,34 +483,68 @@ impl IndexSearch {
 
         let mut hours = HashSet::new();
         let mut out: Vec<RecordBatch> = Vec::new();
+        let shared_ids = Arc::new(ids.clone());
+        let column = if signal == Signal::Metrics { "exemplars" } else { "trace_id" };
         for seg in &segments {
-            let Some(searcher) = self.searcher(seg)? else {
-                tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
-                continue;
+            let b = match self.store.open_file(&traceidx::path_for(&seg.path))? {
+                Some(file) => {
+                    stats.segments += 1;
+                    // From each ID to the row blocks that may hold it; a damaged index costs
+                    // reading the whole segment's trace IDs instead.
+                    let blocks = TraceIndexFile::open(file).and_then(|ix| {
+                        let mut blocks = Vec::new();
+                        for id in &ids {
+                            blocks.extend(ix.pages(id)?);
+                        }
+                        Ok(blocks)
+                    });
+                    let mut blocks = blocks.unwrap_or_else(|e| {
+                        tracing::warn!(path = %seg.path, error = %e, "trace-ID index unreadable; reading the segment's trace IDs");
+                        (0..seg.rows.div_ceil(traceidx::PAGE_ROWS as u64) as u32).collect()
+                    });
+                    if blocks.is_empty() {
+                        continue;
+                    }
+                    blocks.sort_unstable();
+                    blocks.dedup();
+                    let ids = shared_ids.clone();
+                    self.store.read_blocks_where(&seg.path, &blocks, column, move |b| trace_mask(signal, b, &ids))?
+                }
+                // Written before trace-ID indexes existed: the full-text index has the IDs.
+                None => {
+                    let Some(searcher) = self.searcher(seg)? else {
+                        tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+                        continue;
+                    };
+                    stats.segments += 1;
+                    stats.segment_bytes += seg.index_bytes;
+                    let docs = searcher.search(&query, &DocSetCollector)?;
+                    if docs.is_empty() {
+                        continue;
+                    }
+                    let mut rows = Vec::with_capacity(docs.len());
+                    for addr in docs {
+                        let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                        rows.extend(col.first(addr.doc_id));
+                    }
+                    rows.sort_unstable();
+                    rows.dedup();
+                    self.store.read_rows(&seg.path, &rows)?
+                }
             };
-            stats.segments += 1;
-            stats.segment_bytes += seg.index_bytes;
-            let docs = searcher.search(&query, &DocSetCollector)?;
-            if docs.is_empty() {
+            if b.num_rows() == 0 {
                 continue;
             }
             hours.insert(seg.partition_hour);
-            let mut rows = Vec::with_capacity(docs.len());
-            for addr in docs {
-                let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
-                rows.extend(col.first(addr.doc_id));
-            }
-            rows.sort_unstable();
-            rows.dedup();
-            let b = self.store.read_rows(&seg.path, &rows)?;
             stats.rows_read += b.num_rows() as u64;
             out.push(b);
         }
         for b in &head.batches {
             stats.head_rows += b.num_rows() as u64;
-            let mask = trace_mask(signal, b, &ids);
+            let mask = trace_mask(signal, b.rows(), &ids);
             if mask.true_count() > 0 {
-                let kept = filter_record_batch(b, &mask).map_err(|e| IndexError::Internal(e.to_string()))?;
+                let rows: Vec<u32> = (0..mask.len() as u32).filter(|i| mask.value(*i as usize)).collect();
+                let kept = b.take(&rows);
                 stats.rows_read += kept.num_rows() as u64;
                 if let Some(t) = kept.column_by_name(signal.time_column()) {
                     let t = t.as_primitive::<arrow::datatypes::TimestampNanosecondType>();

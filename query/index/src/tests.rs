@@ -226,11 +226,11 @@ impl tracelight_storage::SegmentIndexer for Flaky {
     fn indexes(&self, _: Signal) -> bool {
         true
     }
-    fn build(&self, signal: Signal, rows: &RecordBatch, dir: &std::path::Path) -> Result<(), String> {
+    fn start(&self, signal: Signal, dir: &std::path::Path) -> Result<Box<dyn tracelight_storage::IndexBuild>, String> {
         if self.0.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("disk says no".into());
         }
-        tracelight_storage::SegmentIndexer::build(&SegmentIndexBuilder, signal, rows, dir)
+        tracelight_storage::SegmentIndexer::start(&SegmentIndexBuilder, signal, dir)
     }
 }
 

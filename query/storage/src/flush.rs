@@ -25,21 +25,31 @@ use tracelight_model::time::{now_ns, partition_dirs};
 
 use crate::catalog::{Catalog, SegmentMeta};
 use crate::error::StorageError;
-use crate::head::{Head, batch_bytes};
+use crate::head::Head;
+use crate::headbatch::HeadBatch;
 use crate::segment::{self, SegmentStore};
+use crate::traceidx;
 
 /// Called with the new WAL checkpoint after every successful flush.
 pub type CheckpointFn = Box<dyn Fn(u64) + Send + Sync>;
 
-/// Builds the index that sits beside a segment (the index crate implements it; storage does
-/// not link tantivy). It runs inside the flush, before the catalog commit, so an index never
-/// holds rows its segment does not and a segment is never visible without its index.
+/// Builds the full-text index that sits beside a segment (the index crate implements it;
+/// storage does not link tantivy). It runs inside the flush, before the catalog commit, so an
+/// index never holds rows its segment does not and a segment is never visible without its
+/// index.
 pub trait SegmentIndexer: Send + Sync {
     /// Whether segments of `signal` get an index.
     fn indexes(&self, signal: Signal) -> bool;
-    /// Writes the index of `rows` (the segment's rows in file order) into the empty
-    /// directory `dir`.
-    fn build(&self, signal: Signal, rows: &RecordBatch, dir: &Path) -> Result<(), String>;
+    /// Starts the index of one segment in the empty directory `dir`.
+    fn start(&self, signal: Signal, dir: &Path) -> Result<Box<dyn IndexBuild>, String>;
+}
+
+/// One segment's index being built from the segment's rows as they are encoded.
+pub trait IndexBuild: Send {
+    /// Adds `rows`, the segment's rows from file row `first_row` on, in file order.
+    fn add(&mut self, rows: &RecordBatch, first_row: u64) -> Result<(), String>;
+    /// Completes the index in its directory.
+    fn finish(self: Box<Self>) -> Result<(), String>;
 }
 
 /// Most head bytes one segment is written from.
@@ -52,18 +62,50 @@ mod tests {
     use arrow::array::Int64Array;
 
     use super::*;
+    use crate::head::batch_bytes;
 
     #[test]
     fn chunks_bound_the_bytes_of_each_segment() {
         let b =
             |n: i64| RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..n)) as _)]).unwrap();
         let batches = vec![b(10), b(10), b(10), b(100), b(1)];
-        let sizes = |max| chunks(&batches, max).iter().map(|c| c.len()).collect::<Vec<_>>();
+        let sizes = |max| chunks(&batches, batch_bytes, max).iter().map(|c| c.len()).collect::<Vec<_>>();
         assert_eq!(sizes(usize::MAX), vec![5]);
         assert_eq!(sizes(160), vec![2, 1, 1, 1], "80 + 80, then 80, then 800 alone, then 8");
         assert_eq!(sizes(1), vec![1, 1, 1, 1, 1]);
-        assert!(chunks(&[], 10).is_empty());
+        assert!(chunks(&[], batch_bytes, 10).is_empty());
     }
+}
+
+/// Builds a segment's trace-ID index and (for signals the indexer covers) its full-text index
+/// from the slices of sorted rows `rows` delivers, and writes them durably. Returns their bytes.
+fn build_indexes(
+    store: &SegmentStore,
+    indexer: Option<&dyn SegmentIndexer>,
+    signal: Signal,
+    path: &str,
+    rows: std::sync::mpsc::Receiver<(RecordBatch, u64)>,
+) -> Result<u64, StorageError> {
+    let mut tid = traceidx::TraceIndexBuilder::new();
+    let full_text = match indexer {
+        Some(ix) if ix.indexes(signal) => store.put_dir(&segment::index_dir(path), |dir| {
+            let mut build = ix.start(signal, dir)?;
+            for (slice, first) in rows.iter() {
+                tid.add_rows(signal, &slice, first);
+                build.add(&slice, first)?;
+            }
+            build.finish()
+        })?,
+        _ => {
+            for (slice, first) in rows.iter() {
+                tid.add_rows(signal, &slice, first);
+            }
+            0
+        }
+    };
+    let tid = tid.finish();
+    store.put(&traceidx::path_for(path), &tid)?;
+    Ok(full_text + tid.len() as u64)
 }
 
 /// Consecutive failed flushes after which readiness turns false.
@@ -71,11 +113,11 @@ pub const FAILING_AFTER: u64 = 3;
 
 /// Splits a partition's batches into runs of at most `max_bytes` each (a single larger batch
 /// is a run of its own: one request's rows are far below the 2 GiB that matters).
-pub fn chunks(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
+pub fn chunks<T>(batches: &[T], bytes_of: impl Fn(&T) -> usize, max_bytes: usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
     for (i, b) in batches.iter().enumerate() {
-        let n = batch_bytes(b);
+        let n = bytes_of(b);
         if i > start && bytes + n > max_bytes {
             out.push(&batches[start..i]);
             (start, bytes) = (i, 0);
@@ -244,32 +286,33 @@ impl Flusher {
         // Sorting and Parquet encoding are CPU work: keep them off the async workers.
         let metas = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
             let mut metas = Vec::with_capacity(g.partitions.len());
-            let parts = g
-                .partitions
-                .iter()
-                .flat_map(|(key, batches)| chunks(batches, chunk_bytes).into_iter().map(move |c| (key, c)));
+            let parts = g.partitions.iter().flat_map(|(key, batches)| {
+                chunks(batches, HeadBatch::bytes, chunk_bytes).into_iter().map(move |c| (key, c))
+            });
             for (key, batches) in parts {
-                let sorted = segment::sort_rows(key.signal, batches)?;
                 let (day, hour) = partition_dirs(key.hour);
                 let salt: u32 = rand::rng().random();
                 // The node name leads, so each node sweeps only its own leftovers at start-up.
                 let id = format!("{node}-{flush_id}-{salt:08x}");
                 let path = format!("{}/{}/{day}/{hour}/{id}.parquet", key.tenant, key.signal);
-                // The index and the Parquet file are built from the same sorted rows at once,
-                // on two threads: row addresses in the index are row numbers in the file.
+                // The rows are put in segment order a slice at a time; each slice is encoded
+                // here and indexed on a second thread, so row addresses in the indexes are row
+                // numbers in the file and no sorted copy of the partition is ever held.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(RecordBatch, u64)>(2);
                 let (enc, index_bytes) = std::thread::scope(|s| {
-                    let index = s.spawn(|| match &indexer {
-                        Some(ix) if ix.indexes(key.signal) => {
-                            store.put_dir(&segment::index_dir(&path), |dir| ix.build(key.signal, &sorted, dir))
-                        }
-                        _ => Ok(0),
+                    let index = s.spawn(|| build_indexes(&store, indexer.as_deref(), key.signal, &path, rx));
+                    let enc = segment::encode_partition(key.signal, batches, |slice, first| {
+                        tx.send((slice.clone(), first))
+                            .map_err(|_| StorageError::SegmentWrite("the index build stopped".into()))
                     });
-                    let enc = segment::encode_sorted(key.signal, sorted.clone());
+                    drop(tx);
                     let index_bytes =
                         index.join().unwrap_or_else(|_| Err(StorageError::SegmentWrite("index build panicked".into())));
                     (enc, index_bytes)
                 });
-                let (enc, index_bytes) = (enc?, index_bytes?);
+                // An index failure explains an encode that stopped because of it.
+                let index_bytes = index_bytes?;
+                let enc = enc?;
                 store.put(&path, &enc.bytes)?;
                 metas.push(SegmentMeta {
                     id,
@@ -304,6 +347,7 @@ impl Flusher {
             // copies; the start-up sweep would remove them too.
             for m in &metas {
                 let _ = self.store.delete(&m.path);
+                let _ = self.store.delete(&traceidx::path_for(&m.path));
                 let _ = self.store.delete_dir(&segment::index_dir(&m.path));
             }
             tracing::warn!(checkpoint, "flush was already committed; removed the duplicate files of the retry");

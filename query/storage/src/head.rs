@@ -21,6 +21,8 @@ use tracelight_model::telemetry::{Gauge, Registry};
 use tracelight_model::time::hour_of;
 use tracelight_model::{BatchSink, Reservation, Signal, SignalBatch, SinkError, Tenant};
 
+use crate::headbatch::HeadBatch;
+
 /// Where rows of one tenant, signal and hour live.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
@@ -32,7 +34,7 @@ pub struct PartitionKey {
 /// A set of head rows covering a contiguous range of WAL records.
 #[derive(Debug, Default)]
 pub struct Generation {
-    pub partitions: BTreeMap<PartitionKey, Vec<RecordBatch>>,
+    pub partitions: BTreeMap<PartitionKey, Vec<HeadBatch>>,
     pub rows: usize,
     pub bytes: usize,
     pub first_lsn: Option<u64>,
@@ -74,7 +76,7 @@ pub const DEFAULT_MAX_PARTITIONS: usize = 1024;
 
 /// What a query reads from the head for one table.
 pub struct HeadSnapshot {
-    pub batches: Vec<RecordBatch>,
+    pub batches: Vec<HeadBatch>,
     /// Catalog segments of this node with `flush_lsn >= overlap_from_lsn` hold rows that are
     /// also in this snapshot and must be skipped. `u64::MAX` when the head is empty.
     pub overlap_from_lsn: u64,
@@ -85,7 +87,7 @@ pub struct HeadSnapshot {
 pub struct HeadPart {
     pub generation: u64,
     pub hour: i64,
-    pub batches: Vec<RecordBatch>,
+    pub batches: Vec<HeadBatch>,
 }
 
 /// See [`Head::partitions`].
@@ -266,11 +268,14 @@ impl BatchSink for Head {
         for b in batches {
             split_by_hour(b, &mut parts);
         }
+        // Compacted before the lock: queries never wait for it.
+        let parts: Vec<(PartitionKey, HeadBatch)> =
+            parts.into_iter().map(|(k, b)| (k.clone(), HeadBatch::compact(k.signal, &b))).collect();
         let mut inner = self.inner.write();
         let g = &mut inner.active;
         for (key, batch) in parts {
             g.rows += batch.num_rows();
-            g.bytes += batch_bytes(&batch);
+            g.bytes += batch.bytes();
             g.partitions.entry(key).or_default().push(batch);
         }
         g.first_lsn.get_or_insert(lsn);
@@ -350,14 +355,13 @@ mod tests {
 
     use super::*;
     use arrow::array::{Array, TimestampNanosecondArray};
-    use tracelight_model::schema::ts_type;
 
     const HOUR: i64 = 3_600_000_000_000;
 
-    /// A batch of `Signal::Logs` with only the time column: all the head looks at.
+    /// A batch of `Signal::Logs` at `times`, one resource, otherwise empty.
     fn batch(times: &[i64]) -> SignalBatch {
-        let t = TimestampNanosecondArray::from(times.to_vec()).with_data_type(ts_type());
-        let batch = RecordBatch::try_from_iter([("time", Arc::new(t) as _)]).unwrap();
+        let res: &[(&str, &str)] = &[("service.name", "checkout")];
+        let batch = crate::headbatch::tests::logs_at(times, &vec![res; times.len()]);
         SignalBatch { tenant: Tenant::default(), signal: Signal::Logs, batch }
     }
 

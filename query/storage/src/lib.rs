@@ -7,14 +7,17 @@ pub mod catalog;
 pub mod error;
 pub mod flush;
 pub mod head;
+pub mod headbatch;
 pub mod segment;
+pub mod traceidx;
 
 use std::collections::HashSet;
 
 pub use catalog::{Catalog, SegmentMeta};
 pub use error::StorageError;
-pub use flush::{FlushStats, Flusher, SegmentIndexer};
+pub use flush::{FlushStats, Flusher, IndexBuild, SegmentIndexer};
 pub use head::{Head, HeadConfig, HeadPart, HeadParts, HeadSnapshot};
+pub use headbatch::HeadBatch;
 pub use segment::{SegmentStore, index_dir};
 
 /// What one retention pass removed.
@@ -45,6 +48,7 @@ pub async fn apply_retention(
     let mut stats = RetentionStats::default();
     for seg in &expired {
         store.delete(&seg.path)?;
+        store.delete(&traceidx::path_for(&seg.path))?;
         store.delete_dir(&index_dir(&seg.path))?;
         stats.segments += 1;
         stats.bytes += seg.bytes + seg.index_bytes;
@@ -85,6 +89,8 @@ pub async fn remove_orphans(catalog: &Catalog, store: &SegmentStore, node: &str)
         }
         let orphan = if is_dir {
             entry.ends_with(".tmp") || !known.contains(&format!("{}.parquet", entry.trim_end_matches(".idx")))
+        } else if let Some(stem) = entry.strip_suffix(".tid") {
+            !known.contains(&format!("{stem}.parquet"))
         } else {
             entry.ends_with(".tmp") || (entry.ends_with(".parquet") && !known.contains(&entry))
         };

@@ -8,20 +8,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::AsArray;
+use arrow::array::BooleanArray;
 use arrow::array::{Array, TimestampNanosecondArray};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
 };
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tracelight_model::Signal;
 
 use crate::error::StorageError;
+use crate::headbatch::{self, HeadBatch};
 
 /// A Parquet file's bytes plus what the catalog needs to know about it.
 pub struct EncodedSegment {
@@ -31,57 +35,160 @@ pub struct EncodedSegment {
     pub max_time_ns: i64,
 }
 
-/// Rows per data page.
-const PAGE_ROWS: usize = 1024;
+/// Rows per data page (and per block of the trace-ID index).
+const PAGE_ROWS: usize = crate::traceidx::PAGE_ROWS;
 
-/// Concatenates, sorts and encodes `batches` (all of `signal`'s schema) into one Parquet file.
+/// Encodes `batches` (all of `signal`'s schema) into one Parquet file in segment order.
 pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment, StorageError> {
-    encode_sorted(signal, sort_rows(signal, batches)?)
+    let batches: Vec<HeadBatch> = batches.iter().map(|b| HeadBatch::compact(signal, b)).collect();
+    encode_partition(signal, &batches, |_, _| Ok(()))
 }
 
-/// Concatenates `batches` and sorts the rows by service, then time: the order of a segment.
+/// The order of a segment's rows: by service, then time, then arrival; as (batch, row) pairs
+/// into `batches` (compaction merges into this order; a flush writes by service and arrival,
+/// see [`encode_partition`]). No row data is copied: the sort is over 24-byte keys.
+pub fn sort_order(signal: Signal, batches: &[HeadBatch]) -> Vec<(u32, u32)> {
+    let column = |b: &HeadBatch, name: &str| b.rows().column_by_name(name).cloned().expect("schema column");
+    let mut names: Vec<String> = Vec::new();
+    for b in batches {
+        let services = column(b, "service_name");
+        for s in runs(services.as_string::<i32>()) {
+            if !names.iter().any(|n| n == s.0) {
+                names.push(s.0.to_string());
+            }
+        }
+    }
+    names.sort_unstable();
+    let rank = |s: &str| names.binary_search_by(|n| n.as_str().cmp(s)).expect("collected above") as u32;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut keys: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
+    for (bi, b) in batches.iter().enumerate() {
+        let services = column(b, "service_name");
+        let times = column(b, signal.time_column());
+        let times = times.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+        for (service, range) in runs(services.as_string::<i32>()) {
+            let r = rank(service);
+            keys.extend(range.map(|i| (r, times.value(i), bi as u32, i as u32)));
+        }
+    }
+    keys.sort_unstable();
+    keys.into_iter().map(|(_, _, b, r)| (b, r)).collect()
+}
+
+/// Runs of equal values in a string column: (value, rows).
+fn runs(a: &arrow::array::StringArray) -> Vec<(&str, std::ops::Range<usize>)> {
+    let mut out: Vec<(&str, std::ops::Range<usize>)> = Vec::new();
+    for i in 0..a.len() {
+        let v = a.value(i);
+        match out.last_mut() {
+            Some((last, r)) if *last == v => r.end = i + 1,
+            _ => out.push((v, i..i + 1)),
+        }
+    }
+    out
+}
+
+/// Writes `batches` as one Parquet file, grouped by service and otherwise in arrival order
+/// (which is close to time order: pages still prune by time). No row is gathered or copied
+/// for ordering: each request's rows go to the writer as they are (split only where one
+/// request mixes services). `each` sees every written batch with the file row number of its
+/// first row: the flush builds the indexes from the same batches.
+pub fn encode_partition(
+    signal: Signal,
+    batches: &[HeadBatch],
+    mut each: impl FnMut(&RecordBatch, u64) -> Result<(), StorageError>,
+) -> Result<EncodedSegment, StorageError> {
+    let werr = |e: &dyn std::fmt::Display| StorageError::SegmentWrite(e.to_string());
+    let schema = signal.schema();
+    // (service, batch, rows) for every run of one service, ordered by service then arrival.
+    let mut pieces: Vec<(&str, usize, std::ops::Range<usize>)> = Vec::new();
+    let services: Vec<_> = batches.iter().map(|b| b.rows().column_by_name("service_name").cloned()).collect();
+    for (bi, col) in services.iter().enumerate() {
+        let col = col.as_ref().expect("schema has service_name");
+        for (s, r) in runs(col.as_string::<i32>()) {
+            pieces.push((s, bi, r));
+        }
+    }
+    pieces.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)).then(a.2.start.cmp(&b.2.start)));
+    let logical: usize = batches.iter().map(HeadBatch::bytes).sum();
+    let mut bytes = Vec::with_capacity(logical / 8);
+    let mut w =
+        ArrowWriter::try_new(&mut bytes, schema.clone(), Some(writer_properties(&schema))).map_err(|e| werr(&e))?;
+    let (mut min_time_ns, mut max_time_ns) = (i64::MAX, i64::MIN);
+    let mut first = 0u64;
+    for (_, bi, range) in pieces {
+        let b = &batches[bi];
+        let part = if range.len() == b.num_rows() { b.clone() } else { b.slice(range.start, range.len()) };
+        let rows = part.project(None);
+        let times = rows
+            .column_by_name(signal.time_column())
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+            .expect("time column is Timestamp(ns)");
+        for t in times.values().iter() {
+            min_time_ns = min_time_ns.min(*t);
+            max_time_ns = max_time_ns.max(*t);
+        }
+        each(&rows, first)?;
+        w.write(&rows).map_err(|e| werr(&e))?;
+        first += rows.num_rows() as u64;
+    }
+    w.close().map_err(|e| werr(&e))?;
+    if first == 0 {
+        (min_time_ns, max_time_ns) = (0, 0);
+    }
+    Ok(EncodedSegment { bytes, rows: first, min_time_ns, max_time_ns })
+}
+
+/// Sorts rows into segment order in one batch (tests and tools; the flush streams instead,
+/// see [`encode_partition`]).
 pub fn sort_rows(signal: Signal, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    let schema = signal.schema();
-    let all = concat_batches(&schema, batches).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
-    let time = all.column_by_name(signal.time_column()).expect("time column").clone();
-    let service = all.column_by_name("service_name").expect("service_name column").clone();
-    let order = lexsort_to_indices(
-        &[SortColumn { values: service, options: None }, SortColumn { values: time, options: None }],
-        None,
-    )
-    .map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
-    take_record_batch(&all, &order).map_err(|e| StorageError::SegmentWrite(e.to_string()))
+    let batches: Vec<HeadBatch> = batches.iter().map(|b| HeadBatch::compact(signal, b)).collect();
+    let order = sort_order(signal, &batches);
+    let refs: Vec<&HeadBatch> = batches.iter().collect();
+    let indices: Vec<(usize, usize)> = order.iter().map(|(b, r)| (*b as usize, *r as usize)).collect();
+    headbatch::interleave(signal, &refs, &indices).map_err(|e| StorageError::SegmentWrite(e.to_string()))
 }
 
-/// Encodes rows already in segment order ([`sort_rows`]) as one Parquet file.
-pub fn encode_sorted(signal: Signal, sorted: RecordBatch) -> Result<EncodedSegment, StorageError> {
-    let schema = signal.schema();
-    let times = sorted
-        .column_by_name(signal.time_column())
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>().cloned())
-        .expect("time column is Timestamp(ns)");
-    let min_time_ns = times.values().iter().copied().min().unwrap_or(0);
-    let max_time_ns = times.values().iter().copied().max().unwrap_or(0);
-
+/// How a segment is written. Page-level statistics (the page index) only where they prune:
+/// the sort columns and the few columns queries filter on; a minimum and maximum of a random
+/// ID or a log body per page is bytes and time for nothing. Timestamps are delta-encoded
+/// (sorted or nearly so), random IDs and bodies skip the dictionary attempt.
+fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         // Small pages: a point read by row address (trace lookup, search hit) decodes one
         // page per column, so page size bounds its cost; dictionaries stay per row group.
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
         .set_max_row_group_row_count(Some(256 * 1024));
-    if schema.field_with_name("trace_id").is_ok() {
+    let has = |c: &str| schema.field_with_name(c).is_ok();
+    for c in ["service_name", "name", "kind", "status_code", "duration_ns", "severity_number"] {
+        if has(c) {
+            props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::Page);
+        }
+    }
+    for c in ["time", "start_time", "end_time", "observed_time"] {
+        if has(c) {
+            props = props
+                .set_column_statistics_enabled(c.into(), EnabledStatistics::Page)
+                .set_column_dictionary_enabled(c.into(), false)
+                .set_column_encoding(c.into(), Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    for c in ["trace_id", "span_id", "parent_span_id", "body"] {
+        if has(c) {
+            props = props
+                .set_column_statistics_enabled(c.into(), EnabledStatistics::None)
+                .set_column_dictionary_enabled(c.into(), false);
+        }
+    }
+    if has("trace_id") {
         props = props
             .set_column_bloom_filter_enabled("trace_id".into(), true)
             .set_column_bloom_filter_fpp("trace_id".into(), 0.01);
     }
-    let mut bytes = Vec::with_capacity(sorted.get_array_memory_size() / 4);
-    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props.build()))
-        .map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
-    w.write(&sorted).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
-    w.close().map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
-    Ok(EncodedSegment { bytes, rows: sorted.num_rows() as u64, min_time_ns, max_time_ns: max_time_ns.max(min_time_ns) })
+    props.build()
 }
 
 /// `create_dir_all`, then fsync the parent of every directory it created, so the new
@@ -160,7 +267,7 @@ impl SegmentStore {
         let dir = path.parent().expect("segment paths have a directory");
         let io = |what: &str, e: std::io::Error| StorageError::SegmentWrite(format!("{what} {}: {e}", path.display()));
         create_dir_all_durably(dir).map_err(|e| io("create directory for", e))?;
-        let tmp = path.with_extension("parquet.tmp");
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
         f.write_all(bytes).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("fsync", e))?;
@@ -245,24 +352,7 @@ impl SegmentStore {
     /// that order. Only the pages holding them are decoded (page index + row selection).
     pub fn read_rows(&self, rel: &str, rows: &[u64]) -> Result<RecordBatch, StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
-        let file = File::open(self.root.join(rel)).map_err(|e| err(&e))?;
-        let cached = self.footers.lock().get(rel).cloned();
-        let meta = match cached {
-            Some(m) => m,
-            None => {
-                let m = ArrowReaderMetadata::load(
-                    &file,
-                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-                )
-                .map_err(|e| err(&e))?;
-                let mut cache = self.footers.lock();
-                if cache.len() >= FOOTER_CACHE {
-                    cache.clear();
-                }
-                cache.insert(rel.to_string(), m.clone());
-                m
-            }
-        };
+        let (file, meta) = self.open_with_footer(rel)?;
         let schema = meta.schema().clone();
         let total = meta.metadata().file_metadata().num_rows() as usize;
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
@@ -285,6 +375,73 @@ impl SegmentStore {
             .map_err(|e| err(&e))?;
         let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
         concat_batches(&schema, &batches).map_err(|e| err(&e))
+    }
+
+    /// Reads the rows of a segment within row blocks `blocks` (ascending, of
+    /// [`traceidx::PAGE_ROWS`] rows each) for which `keep` says true. `keep` sees only the
+    /// top-level column `column`; the other columns are decoded for the kept rows only.
+    pub fn read_blocks_where(
+        &self,
+        rel: &str,
+        blocks: &[u32],
+        column: &str,
+        keep: impl FnMut(&RecordBatch) -> BooleanArray + Send + 'static,
+    ) -> Result<RecordBatch, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
+        let (file, meta) = self.open_with_footer(rel)?;
+        let schema = meta.schema().clone();
+        let total = meta.metadata().file_metadata().num_rows() as usize;
+        let root = schema.index_of(column).map_err(|e| err(&e))?;
+        let rows = crate::traceidx::PAGE_ROWS;
+        let ranges = blocks
+            .iter()
+            .map(|b| (*b as usize * rows).min(total)..((*b as usize + 1) * rows).min(total))
+            .filter(|r| !r.is_empty());
+        let selection = RowSelection::from_consecutive_ranges(ranges, total);
+        let mask = ProjectionMask::roots(meta.parquet_schema(), [root]);
+        let mut keep = keep;
+        let predicate = ArrowPredicateFn::new(mask, move |b: RecordBatch| Ok(keep(&b)));
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            .with_row_selection(selection)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| err(&e))?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
+        concat_batches(&schema, &batches).map_err(|e| err(&e))
+    }
+
+    /// Opens a segment and its parsed footer (with page indexes), cached across calls.
+    fn open_with_footer(&self, rel: &str) -> Result<(File, ArrowReaderMetadata), StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
+        let file = File::open(self.root.join(rel)).map_err(|e| err(&e))?;
+        let cached = self.footers.lock().get(rel).cloned();
+        let meta = match cached {
+            Some(m) => m,
+            None => {
+                let m = ArrowReaderMetadata::load(
+                    &file,
+                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+                )
+                .map_err(|e| err(&e))?;
+                let mut cache = self.footers.lock();
+                if cache.len() >= FOOTER_CACHE {
+                    cache.clear();
+                }
+                cache.insert(rel.to_string(), m.clone());
+                m
+            }
+        };
+        Ok((file, meta))
+    }
+
+    /// Opens a file under the root for reading (a segment's trace-ID index, say).
+    pub fn open_file(&self, rel: &str) -> Result<Option<File>, StorageError> {
+        match File::open(self.root.join(rel)) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::SegmentRead(format!("{rel}: {e}"))),
+        }
     }
 
     pub fn delete(&self, rel: &str) -> Result<(), StorageError> {
