@@ -172,6 +172,13 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Whether a file under the storage root belongs to an index: a `.tid` file or a file inside a
+/// tantivy `.idx` directory.
+pub fn is_index_file(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "tid")
+        || p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"))
+}
+
 /// Bytes of the files under `p` (recursively) that `keep` accepts.
 pub fn bytes_where(p: &Path, keep: &dyn Fn(&Path) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else { return 0 };
@@ -378,11 +385,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     }
     println!("decode-only (one thread): {decode_rate:.0} {item}/s; durable / decode-only = {:.2}", rate / decode_rate);
     if let Some(mean) = rss_sum.checked_div(rss_n) {
-        println!(
-            "server RSS while measured: mean {} MiB, max {} MiB (sampled each second)",
-            mean >> 20,
-            rss_max >> 20
-        );
+        println!("server RSS while measured: mean {} MiB, max {} MiB (sampled each second)", mean >> 20, rss_max >> 20);
     }
 
     if let Some(s) = server.take() {
@@ -409,12 +412,8 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         stop_server(s.child)?;
         println!("server peak RSS (VmHWM, whole run): {} MiB", peak >> 20);
         let segments = s.dir.join("data/segments");
-        let in_idx = |p: &Path| {
-            p.extension().is_some_and(|e| e == "tid")
-                || p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"))
-        };
         let data = bytes_where(&segments, &|p| p.extension().is_some_and(|e| e == "parquet"));
-        let index = bytes_where(&segments, &in_idx);
+        let index = bytes_where(&segments, &is_index_file);
         if ingested > 0.0 {
             println!(
                 "on disk after the final flush: {:.1} B data + {:.1} B index per {} ({ingested:.0} {item}; \

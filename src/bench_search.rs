@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tracelight_collector::grpc::RawCodec;
 use tracelight_collector::synth::{self, Rng};
 
-use crate::bench::{bytes_where, spawn_server, stop_server};
+use crate::bench::{bytes_where, is_index_file, spawn_server, stop_server};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -293,15 +293,11 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     stop_server(server.child)?;
 
     let logs_dir = tmp.join("data/segments/default/logs");
-    let in_idx = |p: &Path| {
-        p.extension().is_some_and(|e| e == "tid")
-            || p.components().any(|c| c.as_os_str().to_string_lossy().ends_with(".idx"))
-    };
     let data = bytes_where(&logs_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
-    let index = bytes_where(&logs_dir, &in_idx);
+    let index = bytes_where(&logs_dir, &is_index_file);
     let spans_dir = tmp.join("data/segments/default/spans");
     let span_data = bytes_where(&spans_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
-    let span_index = bytes_where(&spans_dir, &in_idx);
+    let span_index = bytes_where(&spans_dir, &is_index_file);
 
     println!("dataset: {} spans, {} log records over the last 24 h ({} needles)", a.spans, a.logs, a.needles);
     if let (Some(l), Some(s)) = (log_rate, span_rate) {

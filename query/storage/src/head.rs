@@ -269,8 +269,13 @@ impl BatchSink for Head {
             split_by_hour(b, &mut parts);
         }
         // Compacted before the lock: queries never wait for it.
-        let parts: Vec<(PartitionKey, HeadBatch)> =
-            parts.into_iter().map(|(k, b)| (k.clone(), HeadBatch::compact(k.signal, &b))).collect();
+        let parts: Vec<(PartitionKey, HeadBatch)> = parts
+            .into_iter()
+            .map(|(k, b)| {
+                let b = HeadBatch::compact(k.signal, &b);
+                (k, b)
+            })
+            .collect();
         let mut inner = self.inner.write();
         let g = &mut inner.active;
         for (key, batch) in parts {

@@ -262,7 +262,6 @@ fn all_equal_to_first(a: &dyn Array) -> bool {
     if n <= 1 {
         return true;
     }
-    let first = a.slice(0, 1).to_data();
     // Cheap screens first: a column of nulls, or a string column compared by bytes.
     if a.null_count() == n {
         return true;
@@ -286,7 +285,7 @@ fn all_equal_to_first(a: &dyn Array) -> bool {
         let keys = m.keys().as_any().downcast_ref::<arrow::array::StringArray>();
         let values = m.values().as_any().downcast_ref::<arrow::array::StringArray>();
         let (Some(keys), Some(values)) = (keys, values) else {
-            return (1..n).all(|i| a.slice(i, 1).to_data() == first);
+            return equal_rows_generic(a);
         };
         let base = offsets[0] as usize;
         return (1..n).all(|i| {
@@ -298,7 +297,13 @@ fn all_equal_to_first(a: &dyn Array) -> bool {
             })
         });
     }
-    (1..n).all(|i| a.slice(i, 1).to_data() == first)
+    equal_rows_generic(a)
+}
+
+/// [`all_equal_to_first`] for types without a fast path: row by row through `ArrayData`.
+fn equal_rows_generic(a: &dyn Array) -> bool {
+    let first = a.slice(0, 1).to_data();
+    (1..a.len()).all(|i| a.slice(i, 1).to_data() == first)
 }
 
 #[cfg(test)]

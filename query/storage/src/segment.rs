@@ -1,6 +1,6 @@
-//! Parquet segments: one file per (tenant, signal, hour) per flush, sorted by service then
-//! time, zstd, page statistics, and a bloom filter on `trace_id` so a lookup by trace skips
-//! row groups without reading them.
+//! Parquet segments: one file per (tenant, signal, hour) per flush, grouped by service with
+//! each request's rows in time order, zstd, page statistics where they prune, and a bloom
+//! filter on `trace_id` so a SQL filter on a trace skips row groups without reading them.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -25,7 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tracelight_model::Signal;
 
 use crate::error::StorageError;
-use crate::headbatch::{self, HeadBatch};
+use crate::headbatch::HeadBatch;
 
 /// A Parquet file's bytes plus what the catalog needs to know about it.
 pub struct EncodedSegment {
@@ -42,37 +42,6 @@ const PAGE_ROWS: usize = crate::traceidx::PAGE_ROWS;
 pub fn encode(signal: Signal, batches: &[RecordBatch]) -> Result<EncodedSegment, StorageError> {
     let batches: Vec<HeadBatch> = batches.iter().map(|b| HeadBatch::compact(signal, b)).collect();
     encode_partition(signal, &batches, |_, _| Ok(()))
-}
-
-/// The order of a segment's rows: by service, then time, then arrival; as (batch, row) pairs
-/// into `batches` (compaction merges into this order; a flush writes by service and arrival,
-/// see [`encode_partition`]). No row data is copied: the sort is over 24-byte keys.
-pub fn sort_order(signal: Signal, batches: &[HeadBatch]) -> Vec<(u32, u32)> {
-    let column = |b: &HeadBatch, name: &str| b.rows().column_by_name(name).cloned().expect("schema column");
-    let mut names: Vec<String> = Vec::new();
-    for b in batches {
-        let services = column(b, "service_name");
-        for s in runs(services.as_string::<i32>()) {
-            if !names.iter().any(|n| n == s.0) {
-                names.push(s.0.to_string());
-            }
-        }
-    }
-    names.sort_unstable();
-    let rank = |s: &str| names.binary_search_by(|n| n.as_str().cmp(s)).expect("collected above") as u32;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut keys: Vec<(u32, i64, u32, u32)> = Vec::with_capacity(rows);
-    for (bi, b) in batches.iter().enumerate() {
-        let services = column(b, "service_name");
-        let times = column(b, signal.time_column());
-        let times = times.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-        for (service, range) in runs(services.as_string::<i32>()) {
-            let r = rank(service);
-            keys.extend(range.map(|i| (r, times.value(i), bi as u32, i as u32)));
-        }
-    }
-    keys.sort_unstable();
-    keys.into_iter().map(|(_, _, b, r)| (b, r)).collect()
 }
 
 /// Runs of equal values in a string column: (value, rows).
@@ -137,16 +106,6 @@ pub fn encode_partition(
         (min_time_ns, max_time_ns) = (0, 0);
     }
     Ok(EncodedSegment { bytes, rows: first, min_time_ns, max_time_ns })
-}
-
-/// Sorts rows into segment order in one batch (tests and tools; the flush streams instead,
-/// see [`encode_partition`]).
-pub fn sort_rows(signal: Signal, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    let batches: Vec<HeadBatch> = batches.iter().map(|b| HeadBatch::compact(signal, b)).collect();
-    let order = sort_order(signal, &batches);
-    let refs: Vec<&HeadBatch> = batches.iter().collect();
-    let indices: Vec<(usize, usize)> = order.iter().map(|(b, r)| (*b as usize, *r as usize)).collect();
-    headbatch::interleave(signal, &refs, &indices).map_err(|e| StorageError::SegmentWrite(e.to_string()))
 }
 
 /// How a segment is written. Page-level statistics (the page index) only where they prune:

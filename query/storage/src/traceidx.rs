@@ -131,16 +131,9 @@ impl Default for TraceIndexBuilder {
     }
 }
 
-/// The trace-ID index of a segment's rows (in file order): spans and logs by their `trace_id`,
-/// metric points by the trace IDs of their exemplars.
-pub fn build(signal: Signal, rows: &RecordBatch) -> Vec<u8> {
-    let mut b = TraceIndexBuilder::new();
-    b.add_rows(signal, rows, 0);
-    b.finish()
-}
-
 impl TraceIndexBuilder {
-    /// Adds the trace IDs of `rows`, the segment's rows from file row `first_row` on.
+    /// Adds the trace IDs of `rows`, the segment's rows from file row `first_row` on: spans
+    /// and logs by their `trace_id`, metric points by the trace IDs of their exemplars.
     pub fn add_rows(&mut self, signal: Signal, rows: &RecordBatch, first_row: u64) {
         self.set_rows(first_row + rows.num_rows() as u64);
         match signal {
