@@ -29,6 +29,7 @@ pub struct Config {
     pub head: HeadSection,
     pub query: QuerySection,
     pub retention: RetentionSection,
+    pub compaction: CompactionSection,
     pub api: Api,
     pub auth: AuthSection,
     pub alerts: AlertsSection,
@@ -250,6 +251,40 @@ impl Default for RetentionSection {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    /// Merge the small segments of each hour partition into large ones in the background.
+    pub enabled: bool,
+    /// Time between compaction passes.
+    pub interval: String,
+    /// Segments younger than this are not merged; an hour is merged whole once it ended this
+    /// long ago (until then, only when `min_inputs` segments of similar size are there).
+    pub min_age: String,
+    /// Most bytes of segments one merge reads (the merged segment is about this size).
+    pub target_bytes: u64,
+    /// Most rows of one merged segment.
+    pub target_rows: u64,
+    /// Most segments one merge reads at once.
+    pub max_inputs: usize,
+    /// In the current hour, merge once this many segments of similar size are there.
+    pub min_inputs: usize,
+}
+
+impl Default for CompactionSection {
+    fn default() -> Self {
+        CompactionSection {
+            enabled: true,
+            interval: "60s".into(),
+            min_age: "2m".into(),
+            target_bytes: 256 << 20,
+            target_rows: 8_000_000,
+            max_inputs: 64,
+            min_inputs: 8,
+        }
+    }
+}
+
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
@@ -275,6 +310,7 @@ impl Default for Config {
             head: HeadSection::default(),
             query: QuerySection::default(),
             retention: RetentionSection::default(),
+            compaction: CompactionSection::default(),
             api: Api::default(),
             auth: AuthSection::default(),
             alerts: AlertsSection::default(),
@@ -398,6 +434,7 @@ impl Config {
         if self.query.max_page == 0 {
             bail!("query.max_page must be positive");
         }
+        self.compaction_config(Duration::ZERO)?;
         if self.eval_interval()?.is_zero() {
             bail!("alerts.eval_interval must be positive");
         }
@@ -627,6 +664,33 @@ impl Config {
         } else {
             self.alerts.public_url.trim_end_matches('/').to_string()
         }
+    }
+
+    /// Compaction settings; `grace` is how long replaced files stay (longer than any query).
+    pub fn compaction_config(&self, grace: Duration) -> anyhow::Result<tracelight_storage::CompactionConfig> {
+        let c = &self.compaction;
+        let interval = humantime::parse_duration(&c.interval)
+            .with_context(|| format!("compaction.interval = {:?} is not a duration like 60s", c.interval))?;
+        let min_age = humantime::parse_duration(&c.min_age)
+            .with_context(|| format!("compaction.min_age = {:?} is not a duration like 2m", c.min_age))?;
+        if interval.is_zero() {
+            bail!("compaction.interval must be positive");
+        }
+        if c.target_bytes < 1 << 20 || c.target_rows < 1000 {
+            bail!("compaction.target_bytes must be at least 1 MiB and compaction.target_rows at least 1000");
+        }
+        if !(2..=1024).contains(&c.max_inputs) || !(2..=1024).contains(&c.min_inputs) {
+            bail!("compaction.max_inputs and compaction.min_inputs must be between 2 and 1024");
+        }
+        Ok(tracelight_storage::CompactionConfig {
+            interval,
+            min_age,
+            target_bytes: c.target_bytes,
+            target_rows: c.target_rows,
+            max_inputs: c.max_inputs,
+            min_inputs: c.min_inputs,
+            grace,
+        })
     }
 
     pub fn retention_check_interval(&self) -> anyhow::Result<Duration> {

@@ -13,7 +13,7 @@ use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
 use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
 use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
-use tracelight_storage::{Catalog, Flusher, Head, HeadConfig, SegmentStore};
+use tracelight_storage::{Catalog, Compactor, Flusher, Head, HeadConfig, SegmentStore};
 use tracelight_web::notify::{Channel, Notifier};
 use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
@@ -202,6 +202,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.retention_check_interval()?,
             until_stop(stop_rx.clone()),
         ));
+    }
+    if config.compaction.enabled {
+        // Replaced files outlive their catalog rows by more than the longest query.
+        let grace = engine.query_timeout() + std::time::Duration::from_secs(30);
+        let forget = engine.clone();
+        let compactor = Arc::new(
+            Compactor::new(
+                catalog.clone(),
+                store.clone(),
+                config.node_id.clone(),
+                config.compaction_config(grace)?,
+                &registry,
+            )
+            .with_head(head.clone())
+            .with_indexer(Arc::new(SegmentIndexBuilder))
+            .with_on_removed(Arc::new(move |paths: &[String]| forget.forget_segments(paths)))
+            // Crash tests aim SIGKILL between the merged write and the catalog swap with it.
+            .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_SWAP_MS")),
+        );
+        tokio::spawn(compactor.run(stop_rx.clone()));
     }
     if !slos.specs().is_empty() {
         tokio::spawn(evaluate_slos(slos.clone(), config.eval_interval()?, until_stop(stop_rx.clone())));

@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod browser;
+mod compaction;
 mod crash;
 mod harness;
 mod hostile;

@@ -141,3 +141,88 @@ async fn past_the_wal_disk_bound_ingest_is_refused_until_a_flush_frees_it() {
     let v = server.query_json(serde_json::json!({ "sql": "SELECT count(*) FROM spans" })).await;
     assert!(v["stats"]["segments"].as_u64().unwrap() > 0, "flushes happened without a timer: {v}");
 }
+
+/// Resident memory of a process now (`VmRSS`) or at its peak (`VmHWM`), in bytes.
+fn proc_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Memory (docs/TESTING.md §C2): spans and logs pushed as fast as two `bench ingest` clients
+/// can for 60 s keep the head at its bound, and the server's peak RSS stays under the bound
+/// the configuration sets: `head.max_bytes + ingest.max_receiving_bytes` plus a fixed
+/// allowance for code, runtime, the flush and the index build (documented in the README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_seconds_of_full_ingest_stay_under_the_configured_memory_bound() {
+    const HEAD: u64 = 96 << 20;
+    const RECEIVING: u64 = 32 << 20;
+    const FIXED: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("TRACELIGHT_HEAD_MAX_BYTES", &HEAD.to_string()),
+            ("TRACELIGHT_INGEST_MAX_RECEIVING_BYTES", &RECEIVING.to_string()),
+        ],
+    );
+    let pid = server.pid();
+    let duration = std::env::var("TRACELIGHT_MEMORY_TEST_SECONDS").unwrap_or_else(|_| "60".into());
+    let benches: Vec<_> = ["spans", "logs"]
+        .iter()
+        .map(|signal| {
+            let out = |ext: &str| std::fs::File::create(dir.path().join(format!("bench-{signal}.{ext}"))).unwrap();
+            std::process::Command::new(env!("CARGO_BIN_EXE_tracelight"))
+                .args(["bench", "ingest", "--signal", signal, "--clients", "8", "--payloads", "32"])
+                .args(["--duration", &format!("{duration}s"), "--endpoint", &server.grpc.to_string()])
+                .stdout(out("out"))
+                .stderr(out("err"))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut samples, mut max_rss, mut head_full) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    let mut benches: Vec<_> = benches.into_iter().map(Some).collect();
+    let mut statuses = Vec::new();
+    while benches.iter().any(Option::is_some) {
+        assert!(started.elapsed() < Duration::from_secs(300), "the benches did not end in 300 s");
+        max_rss = max_rss.max(proc_bytes(pid, "VmRSS"));
+        samples += 1;
+        if server.metric("tracelight_head_bytes").await.unwrap_or(0.0) as u64 > HEAD / 2 {
+            head_full += 1;
+        }
+        for b in benches.iter_mut() {
+            if let Some(status) = b.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                statuses.push(status);
+                *b = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let peak = proc_bytes(pid, "VmHWM");
+    let bound = HEAD + RECEIVING + FIXED;
+    let read = |f: String| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    let report: Vec<String> = ["spans", "logs"].iter().map(|s| read(format!("bench-{s}.out"))).collect();
+    assert!(
+        statuses.iter().all(|s| s.success()),
+        "a bench failed: {}\n{}",
+        read("bench-spans.err".into()),
+        read("bench-logs.err".into())
+    );
+    eprintln!(
+        "memory under full ingest: peak RSS {} MiB (VmHWM), max sampled {} MiB, bound {} MiB; head over half full in \
+         {head_full} of {samples} samples\n{}",
+        peak >> 20,
+        max_rss >> 20,
+        bound >> 20,
+        report.join("\n")
+    );
+    assert!(report.iter().all(|r| r.contains("sustained durable ingest")), "{report:?}");
+    assert!(head_full > 0, "the load did not fill the head: it was not ingest at its maximum");
+    assert!(peak <= bound, "peak RSS {} MiB over the configured bound of {} MiB", peak >> 20, bound >> 20);
+}

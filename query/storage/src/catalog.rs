@@ -89,6 +89,91 @@ macro_rules! on_pool {
     };
 }
 
+const ALL_COLUMNS: &str = "id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns, row_count,
+    byte_size, flush_lsn, created_at_ns, index_bytes";
+
+/// A `segments` row read with [`ALL_COLUMNS`], before its tenant and signal are checked.
+type RawSegment = (String, String, String, String, i64, String, i64, i64, i64, i64, i64, i64, i64);
+
+/// Reads a `segments` row selected with [`ALL_COLUMNS`] (a macro: the row type differs per
+/// database).
+macro_rules! raw_segment {
+    () => {
+        |r| -> RawSegment {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                r.get(8),
+                r.get(9),
+                r.get(10),
+                r.get(11),
+                r.get(12),
+            )
+        }
+    };
+}
+
+trait IntoMeta {
+    fn into_meta(self) -> Result<SegmentMeta, StorageError>;
+}
+
+impl IntoMeta for RawSegment {
+    fn into_meta(self) -> Result<SegmentMeta, StorageError> {
+        let (id, node, tenant, signal, hour, path, min_t, max_t, rows, bytes, lsn, created, index_bytes) = self;
+        Ok(SegmentMeta {
+            id,
+            node,
+            tenant: Tenant::from_header(Some(&tenant)).map_err(|e| StorageError::Config(e.to_string()))?,
+            signal: Signal::from_table(&signal)
+                .ok_or_else(|| StorageError::Config(format!("unknown signal {signal:?} in the catalog")))?,
+            partition_hour: hour,
+            path,
+            min_time_ns: min_t,
+            max_time_ns: max_t,
+            rows: rows as u64,
+            bytes: bytes as u64,
+            flush_lsn: lsn as u64,
+            created_at_ns: created,
+            index_bytes: index_bytes as u64,
+        })
+    }
+}
+
+/// Inserts one `segments` row inside the transaction `tx` (a macro: the transaction type
+/// differs per database).
+macro_rules! insert_segment {
+    ($tx:expr, $s:expr) => {{
+        let s: &SegmentMeta = $s;
+        sqlx::query(
+            "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
+                row_count, byte_size, flush_lsn, created_at_ns, index_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&s.id)
+        .bind(&s.node)
+        .bind(s.tenant.as_str())
+        .bind(s.signal.table())
+        .bind(s.partition_hour)
+        .bind(&s.path)
+        .bind(s.min_time_ns)
+        .bind(s.max_time_ns)
+        .bind(s.rows as i64)
+        .bind(s.bytes as i64)
+        .bind(s.flush_lsn as i64)
+        .bind(s.created_at_ns)
+        .bind(s.index_bytes as i64)
+        .execute(&mut *$tx)
+        .await
+        .map_err(|e| StorageError::catalog("insert segment", e))?;
+    }};
+}
+
 impl Catalog {
     /// Connects to `sqlite://path` (the file is created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Catalog, StorageError> {
@@ -205,15 +290,7 @@ impl Catalog {
                 return Ok(false);
             }
             for s in segments {
-                sqlx::query(
-                    "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
-                        row_count, byte_size, flush_lsn, created_at_ns, index_bytes)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&s.id).bind(&s.node).bind(s.tenant.as_str()).bind(s.signal.table()).bind(s.partition_hour)
-                .bind(&s.path).bind(s.min_time_ns).bind(s.max_time_ns).bind(s.rows as i64).bind(s.bytes as i64)
-                .bind(s.flush_lsn as i64).bind(s.created_at_ns).bind(s.index_bytes as i64)
-                .execute(&mut *tx).await.map_err(|e| StorageError::catalog("insert segment", e))?;
+                insert_segment!(tx, s);
             }
             sqlx::query(
                 "INSERT INTO wal_checkpoints (node, wal_lsn) VALUES ($1, $2)
@@ -282,43 +359,60 @@ impl Catalog {
     /// returns them, so their files can be deleted. Queries stop seeing them at the commit; a
     /// crash before the files are gone leaves orphans that the start-up sweep removes.
     pub async fn expire_before(&self, before_hour: i64) -> Result<Vec<SegmentMeta>, StorageError> {
-        let cols = "id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns, row_count, byte_size,
-                    flush_lsn, created_at_ns, index_bytes";
-        let sel = format!("SELECT {cols} FROM segments WHERE partition_hour < $1");
-        type Raw = (String, String, String, String, i64, String, i64, i64, i64, i64, i64, i64, i64);
-        let rows: Vec<Raw> = on_pool!(self, pool => {
+        let sel = format!("SELECT {ALL_COLUMNS} FROM segments WHERE partition_hour < $1");
+        let rows: Vec<RawSegment> = on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin retention", e))?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(sel.as_str())).bind(before_hour).fetch_all(&mut *tx).await
                 .map_err(|e| StorageError::catalog("list expired segments", e))?
-                .into_iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8),
-                          r.get(9), r.get(10), r.get(11), r.get(12)))
-                .collect();
+                .iter().map(raw_segment!()).collect();
             sqlx::query("DELETE FROM segments WHERE partition_hour < $1").bind(before_hour).execute(&mut *tx).await
                 .map_err(|e| StorageError::catalog("delete expired segments", e))?;
             tx.commit().await.map_err(|e| StorageError::catalog("commit retention", e))?;
             rows
         });
-        rows.into_iter()
-            .map(|(id, node, tenant, signal, hour, path, min_t, max_t, rows, bytes, lsn, created, index_bytes)| {
-                Ok(SegmentMeta {
-                    id,
-                    node,
-                    tenant: Tenant::from_header(Some(&tenant)).map_err(|e| StorageError::Config(e.to_string()))?,
-                    signal: Signal::from_table(&signal)
-                        .ok_or_else(|| StorageError::Config(format!("unknown signal {signal:?} in the catalog")))?,
-                    partition_hour: hour,
-                    path,
-                    min_time_ns: min_t,
-                    max_time_ns: max_t,
-                    rows: rows as u64,
-                    bytes: bytes as u64,
-                    flush_lsn: lsn as u64,
-                    created_at_ns: created,
-                    index_bytes: index_bytes as u64,
-                })
-            })
-            .collect()
+        rows.into_iter().map(RawSegment::into_meta).collect()
+    }
+
+    /// Segments (of every tenant and signal) smaller than `below_bytes` and created before
+    /// `created_before_ns`: what compaction may merge. Ordered by partition, node, then
+    /// creation, so the segments of one partition come together in flush order.
+    pub async fn compaction_candidates(
+        &self,
+        below_bytes: u64,
+        created_before_ns: i64,
+    ) -> Result<Vec<SegmentMeta>, StorageError> {
+        let sel = format!(
+            "SELECT {ALL_COLUMNS} FROM segments WHERE byte_size < $1 AND created_at_ns < $2
+             ORDER BY tenant, signal, partition_hour, node, flush_lsn, created_at_ns, id"
+        );
+        let rows: Vec<RawSegment> = on_pool!(self, pool => {
+            sqlx::query(sqlx::AssertSqlSafe(sel.as_str()))
+                .bind(below_bytes.min(i64::MAX as u64) as i64).bind(created_before_ns)
+                .fetch_all(pool).await.map_err(|e| StorageError::catalog("list compaction candidates", e))?
+                .iter().map(raw_segment!()).collect()
+        });
+        rows.into_iter().map(RawSegment::into_meta).collect()
+    }
+
+    /// Replaces segments `old` by `new` in one transaction: a query lists either the old set
+    /// or the new one, never both and never neither. Returns false, changing nothing, when
+    /// one of `old` is gone already (retention took its partition meanwhile).
+    pub async fn replace_segments(&self, old: &[SegmentMeta], new: &SegmentMeta) -> Result<bool, StorageError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin segment swap", e))?;
+            let mut removed = 0;
+            for s in old {
+                removed += sqlx::query("DELETE FROM segments WHERE id = $1").bind(&s.id).execute(&mut *tx).await
+                    .map_err(|e| StorageError::catalog("remove replaced segment", e))?.rows_affected();
+            }
+            if removed != old.len() as u64 {
+                tx.rollback().await.map_err(|e| StorageError::catalog("roll back segment swap", e))?;
+                return Ok(false);
+            }
+            insert_segment!(tx, new);
+            tx.commit().await.map_err(|e| StorageError::catalog("commit segment swap", e))?;
+        });
+        Ok(true)
     }
 
     /// Every segment path, for removing files that a crash left without a catalog row.

@@ -79,7 +79,7 @@ mod tests {
 
 /// Builds a segment's trace-ID index and (for signals the indexer covers) its full-text index
 /// from the slices of sorted rows `rows` delivers, and writes them durably. Returns their bytes.
-fn build_indexes(
+pub(crate) fn build_indexes(
     store: &SegmentStore,
     indexer: Option<&dyn SegmentIndexer>,
     signal: Signal,

@@ -153,6 +153,15 @@ impl Head {
         self.update_gauges(&inner);
     }
 
+    /// The first WAL record still in the head (active or flushing generation); `u64::MAX` when
+    /// the head is empty. Segments of this node from that record on may hold rows a query
+    /// also reads from the head.
+    pub fn overlap_from_lsn(&self) -> u64 {
+        let inner = self.inner.read();
+        let gens = inner.flushing.as_deref().into_iter().chain(std::iter::once(&inner.active));
+        gens.filter_map(|g| g.first_lsn).min().unwrap_or(u64::MAX)
+    }
+
     /// Rows of `tenant`/`signal` in hours `[h0, h1]`.
     pub fn snapshot(&self, tenant: &Tenant, signal: Signal, h0: i64, h1: i64) -> HeadSnapshot {
         let inner = self.inner.read();

@@ -4,6 +4,7 @@
 //! crate writes.
 
 pub mod catalog;
+pub mod compact;
 pub mod error;
 pub mod flush;
 pub mod head;
@@ -14,6 +15,7 @@ pub mod traceidx;
 use std::collections::HashSet;
 
 pub use catalog::{Catalog, SegmentMeta};
+pub use compact::{CompactionConfig, CompactionStats, Compactor};
 pub use error::StorageError;
 pub use flush::{FlushStats, Flusher, IndexBuild, SegmentIndexer};
 pub use head::{Head, HeadConfig, HeadPart, HeadParts, HeadSnapshot};

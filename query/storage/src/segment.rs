@@ -12,7 +12,7 @@ use arrow::array::AsArray;
 use arrow::array::BooleanArray;
 use arrow::array::{Array, TimestampNanosecondArray};
 use arrow::compute::concat_batches;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parking_lot::Mutex;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -67,8 +67,6 @@ pub fn encode_partition(
     batches: &[HeadBatch],
     mut each: impl FnMut(&RecordBatch, u64) -> Result<(), StorageError>,
 ) -> Result<EncodedSegment, StorageError> {
-    let werr = |e: &dyn std::fmt::Display| StorageError::SegmentWrite(e.to_string());
-    let schema = signal.schema();
     // (service, batch, rows) for every run of one service, ordered by service then arrival.
     let mut pieces: Vec<(&str, usize, std::ops::Range<usize>)> = Vec::new();
     let services: Vec<_> = batches.iter().map(|b| b.rows().column_by_name("service_name").cloned()).collect();
@@ -80,32 +78,76 @@ pub fn encode_partition(
     }
     pieces.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)).then(a.2.start.cmp(&b.2.start)));
     let logical: usize = batches.iter().map(HeadBatch::bytes).sum();
-    let mut bytes = Vec::with_capacity(logical / 8);
-    let mut w =
-        ArrowWriter::try_new(&mut bytes, schema.clone(), Some(writer_properties(&schema))).map_err(|e| werr(&e))?;
-    let (mut min_time_ns, mut max_time_ns) = (i64::MAX, i64::MIN);
-    let mut first = 0u64;
+    let mut w = SegmentWriter::new(signal, Vec::with_capacity(logical / 8))?;
     for (_, bi, range) in pieces {
         let b = &batches[bi];
         let part = if range.len() == b.num_rows() { b.clone() } else { b.slice(range.start, range.len()) };
         let rows = part.project(None);
-        let times = rows
-            .column_by_name(signal.time_column())
-            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-            .expect("time column is Timestamp(ns)");
-        for t in times.values().iter() {
-            min_time_ns = min_time_ns.min(*t);
-            max_time_ns = max_time_ns.max(*t);
-        }
+        let first = w.write(&rows)?;
         each(&rows, first)?;
-        w.write(&rows).map_err(|e| werr(&e))?;
-        first += rows.num_rows() as u64;
     }
-    w.close().map_err(|e| werr(&e))?;
-    if first == 0 {
-        (min_time_ns, max_time_ns) = (0, 0);
+    let (bytes, summary) = w.finish()?;
+    Ok(EncodedSegment { bytes, rows: summary.rows, min_time_ns: summary.min_time_ns, max_time_ns: summary.max_time_ns })
+}
+
+/// Rows and time range of a written segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub rows: u64,
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+}
+
+/// Writes one segment's rows, in the order given, with the segment's writer settings, into
+/// memory (a flush) or a file (a compaction, whose output may be far larger than memory).
+pub struct SegmentWriter<W: Write + Send> {
+    signal: Signal,
+    writer: ArrowWriter<W>,
+    summary: SegmentSummary,
+}
+
+impl<W: Write + Send> SegmentWriter<W> {
+    pub fn new(signal: Signal, out: W) -> Result<SegmentWriter<W>, StorageError> {
+        let schema = signal.schema();
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(writer_properties(&schema)))
+            .map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+        Ok(SegmentWriter {
+            signal,
+            writer,
+            summary: SegmentSummary { rows: 0, min_time_ns: i64::MAX, max_time_ns: i64::MIN },
+        })
     }
-    Ok(EncodedSegment { bytes, rows: first, min_time_ns, max_time_ns })
+
+    /// Appends `rows`; returns the file row number of its first row.
+    pub fn write(&mut self, rows: &RecordBatch) -> Result<u64, StorageError> {
+        let times = rows
+            .column_by_name(self.signal.time_column())
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+            .ok_or_else(|| StorageError::SegmentWrite("rows lack the signal's time column".into()))?;
+        for t in times.values().iter() {
+            self.summary.min_time_ns = self.summary.min_time_ns.min(*t);
+            self.summary.max_time_ns = self.summary.max_time_ns.max(*t);
+        }
+        self.writer.write(rows).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+        let first = self.summary.rows;
+        self.summary.rows += rows.num_rows() as u64;
+        Ok(first)
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.summary.rows
+    }
+
+    /// Writes the footer; returns the output and what was written.
+    pub fn finish(self) -> Result<(W, SegmentSummary), StorageError> {
+        let mut summary = self.summary;
+        if summary.rows == 0 {
+            (summary.min_time_ns, summary.max_time_ns) = (0, 0);
+        }
+        let out = self.writer.into_inner().map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+        Ok((out, summary))
+    }
 }
 
 /// How a segment is written. Page-level statistics (the page index) only where they prune:
@@ -148,6 +190,23 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
             .set_column_bloom_filter_fpp("trace_id".into(), 0.01);
     }
     props.build()
+}
+
+/// Consecutive ranges of `rows` (ascending, no repeats, below `total`).
+fn row_ranges(rows: &[u64], total: usize) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &r in rows {
+        let r = r as usize;
+        if r >= total {
+            return Err(format!("row {r} is past the end ({total} rows): index and segment disagree"));
+        }
+        match ranges.last_mut() {
+            Some(last) if last.end == r => last.end += 1,
+            Some(last) if last.end > r => return Err("row numbers must ascend".into()),
+            _ => ranges.push(r..r + 1),
+        }
+    }
+    Ok(ranges)
 }
 
 /// `create_dir_all`, then fsync the parent of every directory it created, so the new
@@ -222,18 +281,47 @@ impl SegmentStore {
     /// Writes a file durably: temp file, fsync, rename, fsync of the directory. A crash leaves
     /// either nothing or the whole file (and at worst a `.tmp` that start-up removes).
     pub fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.put_with(rel, |f| f.write_all(bytes).map_err(|e| StorageError::SegmentWrite(format!("write {rel}: {e}"))))
+    }
+
+    /// As [`SegmentStore::put`], with the content written by `fill` (straight to the file, so
+    /// a large segment is never held in memory). On error the temporary file is removed.
+    pub fn put_with(
+        &self,
+        rel: &str,
+        fill: impl FnOnce(&mut File) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let path = self.root.join(rel);
         let dir = path.parent().expect("segment paths have a directory");
         let io = |what: &str, e: std::io::Error| StorageError::SegmentWrite(format!("{what} {}: {e}", path.display()));
         create_dir_all_durably(dir).map_err(|e| io("create directory for", e))?;
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let mut f = File::create(&tmp).map_err(|e| io("create", e))?;
-        f.write_all(bytes).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("fsync", e))?;
+        let written = fill(&mut f).and_then(|()| f.sync_all().map_err(|e| io("fsync", e)));
         drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync directory of", e))?;
         Ok(())
+    }
+
+    /// Reads a whole segment as a stream of batches of at most `batch_rows` rows, in file
+    /// order (compaction). The footer is not cached: the segment is about to be replaced.
+    pub fn read_all(
+        &self,
+        rel: &str,
+        batch_rows: usize,
+    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
+        let file = File::open(self.root.join(rel)).map_err(|e| err(&e))?;
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| err(&e))?
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(|e| err(&e))
     }
 
     /// Every file under the root, as paths relative to it.
@@ -314,18 +402,7 @@ impl SegmentStore {
         let (file, meta) = self.open_with_footer(rel)?;
         let schema = meta.schema().clone();
         let total = meta.metadata().file_metadata().num_rows() as usize;
-        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-        for &r in rows {
-            let r = r as usize;
-            if r >= total {
-                return Err(err(&format!("row {r} is past the end ({total} rows): index and segment disagree")));
-            }
-            match ranges.last_mut() {
-                Some(last) if last.end == r => last.end += 1,
-                Some(last) if last.end > r => return Err(err(&"row numbers must ascend")),
-                _ => ranges.push(r..r + 1),
-            }
-        }
+        let ranges = row_ranges(rows, total).map_err(|e| err(&e))?;
         let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
             .with_row_selection(selection)
@@ -334,6 +411,71 @@ impl SegmentStore {
             .map_err(|e| err(&e))?;
         let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
         concat_batches(&schema, &batches).map_err(|e| err(&e))
+    }
+
+    /// Reads columns `columns` of the rows at `rows` (ascending, no repeats), in that order:
+    /// what a phrase check needs of its candidates, without decoding the other columns.
+    pub fn read_columns(&self, rel: &str, rows: &[u64], columns: &[&str]) -> Result<RecordBatch, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
+        let (file, meta) = self.open_with_footer(rel)?;
+        let total = meta.metadata().file_metadata().num_rows() as usize;
+        let ranges = row_ranges(rows, total).map_err(|e| err(&e))?;
+        let roots =
+            columns.iter().map(|c| meta.schema().index_of(c)).collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
+        let mask = ProjectionMask::roots(meta.parquet_schema(), roots);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), total))
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| err(&e))?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
+        concat_batches(&schema, &batches).map_err(|e| err(&e))
+    }
+
+    /// The row numbers, within row blocks `blocks` (ascending, of [`crate::traceidx::PAGE_ROWS`]
+    /// rows each), of the rows whose string column `column` satisfies `keep`. Only that column
+    /// is decoded.
+    pub fn rows_where(
+        &self,
+        rel: &str,
+        blocks: &[u32],
+        column: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<u64>, StorageError> {
+        let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
+        let (file, meta) = self.open_with_footer(rel)?;
+        let total = meta.metadata().file_metadata().num_rows() as usize;
+        let root = meta.schema().index_of(column).map_err(|e| err(&e))?;
+        let rows = crate::traceidx::PAGE_ROWS;
+        let ranges: Vec<std::ops::Range<usize>> = blocks
+            .iter()
+            .map(|b| (*b as usize * rows).min(total)..((*b as usize + 1) * rows).min(total))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let selected = ranges.iter().flat_map(|r| r.clone());
+        let mask = ProjectionMask::roots(meta.parquet_schema(), [root]);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from_consecutive_ranges(ranges.clone().into_iter(), total))
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| err(&e))?;
+        let mut out = Vec::new();
+        let mut selected = selected;
+        for b in reader {
+            let b = b.map_err(|e| err(&e))?;
+            let col =
+                b.column(0).as_string_opt::<i32>().ok_or_else(|| err(&format!("{column} is not a string column")))?;
+            for i in 0..col.len() {
+                let row = selected.next().ok_or_else(|| err(&"more rows than selected"))?;
+                if col.is_valid(i) && keep(col.value(i)) {
+                    out.push(row as u64);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Reads the rows of a segment within row blocks `blocks` (ascending, of
@@ -392,6 +534,11 @@ impl SegmentStore {
             }
         };
         Ok((file, meta))
+    }
+
+    /// Drops the cached footer of a removed segment.
+    pub fn forget(&self, rel: &str) {
+        self.footers.lock().remove(rel);
     }
 
     /// Opens a file under the root for reading (a segment's trace-ID index, say).

@@ -1,0 +1,557 @@
+//! Compaction: merges the small segments of a partition (tenant, signal, hour, node) into one
+//! large segment, sorted as the flush sorts (by service, then arrival), with its trace-ID index
+//! and full-text index built in the same pass, then swaps it in for the small ones in one
+//! catalog transaction. The replaced files are removed after a grace period longer than the
+//! longest query, so a query that listed them before the swap still reads them.
+//!
+//! Crash points and what they leave: before the swap, a merged file without a catalog row;
+//! after it, replaced files without catalog rows. The start-up sweep removes both (their names
+//! start with the node name), so a kill -9 at any point loses and duplicates nothing.
+//!
+//! Memory is bounded by one decoded block per input plus one output block and the Parquet
+//! writer's current row group: the inputs are streamed, never loaded whole. One merge runs at
+//! a time, on one thread (plus the index build beside it).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::compute::concat_batches;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use rand::Rng;
+use tokio::sync::watch;
+use tracelight_model::Signal;
+use tracelight_model::telemetry::{Counter, Gauge, Histogram, Registry};
+use tracelight_model::time::{now_ns, partition_dirs};
+
+use crate::catalog::{Catalog, SegmentMeta};
+use crate::error::StorageError;
+use crate::flush::{SegmentIndexer, build_indexes};
+use crate::head::Head;
+use crate::segment::{self, SegmentStore, SegmentWriter};
+use crate::traceidx::{self, PAGE_ROWS};
+
+/// Compaction settings.
+#[derive(Debug, Clone)]
+pub struct CompactionConfig {
+    /// Time between passes.
+    pub interval: Duration,
+    /// Segments younger than this are left alone; an hour is *closed* (all of its small
+    /// segments are merged) once it ended this long ago.
+    pub min_age: Duration,
+    /// A merged segment holds at most this many bytes of input segments (and segments at
+    /// least half this size are never merged again).
+    pub target_bytes: u64,
+    /// A merged segment holds at most this many rows.
+    pub target_rows: u64,
+    /// Most segments one merge reads at once (open files, one decoded block each).
+    pub max_inputs: usize,
+    /// In an hour that is still open, a merge waits until this many segments of similar size
+    /// are there (tiers of 4× in size), so the hour is not rewritten on every pass.
+    pub min_inputs: usize,
+    /// How long replaced files stay readable after the swap: longer than the longest query.
+    pub grace: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            interval: Duration::from_secs(60),
+            min_age: Duration::from_secs(120),
+            target_bytes: 256 << 20,
+            target_rows: 8_000_000,
+            max_inputs: 64,
+            min_inputs: 8,
+            grace: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Merged segments written.
+    pub merges: usize,
+    /// Segments they replaced.
+    pub inputs: usize,
+    pub rows: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Called with the paths of replaced segments once their files are gone (the engine forgets
+/// their cached index readers).
+pub type RemovedFn = Arc<dyn Fn(&[String]) + Send + Sync>;
+
+pub struct Compactor {
+    catalog: Catalog,
+    store: SegmentStore,
+    node: String,
+    head: Option<Arc<Head>>,
+    indexer: Option<Arc<dyn SegmentIndexer>>,
+    config: CompactionConfig,
+    on_removed: RemovedFn,
+    stop: Arc<AtomicBool>,
+    seq: AtomicU64,
+    pause_before_commit: Option<Duration>,
+    merges: Arc<Counter>,
+    inputs: Arc<Counter>,
+    rows: Arc<Counter>,
+    bytes_read: Arc<Counter>,
+    bytes_written: Arc<Counter>,
+    failures: Arc<Counter>,
+    seconds: Arc<Histogram>,
+    pending_deletes: Arc<Gauge>,
+}
+
+const SECONDS_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1200.0];
+
+impl Compactor {
+    pub fn new(
+        catalog: Catalog,
+        store: SegmentStore,
+        node: String,
+        config: CompactionConfig,
+        registry: &Registry,
+    ) -> Compactor {
+        Compactor {
+            catalog,
+            store,
+            node,
+            head: None,
+            indexer: None,
+            config,
+            on_removed: Arc::new(|_| {}),
+            stop: Arc::default(),
+            seq: AtomicU64::new(0),
+            pause_before_commit: None,
+            merges: registry.counter("tracelight_compaction_merges_total", "Merged segments written by compaction."),
+            inputs: registry
+                .counter("tracelight_compaction_segments_replaced_total", "Small segments replaced by merged ones."),
+            rows: registry.counter("tracelight_compaction_rows_total", "Rows rewritten by compaction."),
+            bytes_read: registry
+                .counter("tracelight_compaction_bytes_read_total", "Bytes of segments (data and indexes) merged."),
+            bytes_written: registry.counter(
+                "tracelight_compaction_bytes_written_total",
+                "Bytes of merged segments (data and indexes) written.",
+            ),
+            failures: registry
+                .counter("tracelight_compaction_failures_total", "Merges that failed (retried at the next pass)."),
+            seconds: registry.histogram("tracelight_compaction_seconds", "Duration of one merge.", SECONDS_BUCKETS),
+            pending_deletes: registry.gauge(
+                "tracelight_compaction_pending_deletes",
+                "Replaced segments whose files wait out the grace period before removal.",
+            ),
+        }
+    }
+
+    /// Segments of this node still in the head's LSN range are never merged (a query that
+    /// reads the head skips them by their LSN; a merged segment must not be skipped).
+    pub fn with_head(mut self, head: Arc<Head>) -> Compactor {
+        self.head = Some(head);
+        self
+    }
+
+    /// Builds the merged segments' full-text indexes (as the flush does).
+    pub fn with_indexer(mut self, indexer: Arc<dyn SegmentIndexer>) -> Compactor {
+        self.indexer = Some(indexer);
+        self
+    }
+
+    pub fn with_on_removed(mut self, f: RemovedFn) -> Compactor {
+        self.on_removed = f;
+        self
+    }
+
+    /// Fault injection (crash tests only): pause `d` after the merged files are written and
+    /// before the catalog swap, logging when the pause starts.
+    pub fn with_pause_before_commit(mut self, d: Option<Duration>) -> Compactor {
+        self.pause_before_commit = d;
+        self
+    }
+
+    /// Passes every `interval` until `shutdown` turns true. A merge in progress stops at its
+    /// next block and leaves only a temporary file (removed at start-up).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let stopper = {
+            let stop = self.stop.clone();
+            let mut rx = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = rx.wait_for(|s| *s).await;
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = shutdown.changed() => break,
+            }
+            match self.compact_once().await {
+                Ok(s) if s.merges > 0 => tracing::info!(
+                    merges = s.merges,
+                    replaced = s.inputs,
+                    rows = s.rows,
+                    bytes_read = s.bytes_read,
+                    bytes_written = s.bytes_written,
+                    "compaction pass"
+                ),
+                Ok(_) => {}
+                Err(e) if self.stop.load(Ordering::Relaxed) => {
+                    tracing::info!(error = %e, "compaction stopped by shutdown");
+                    break;
+                }
+                Err(e) => tracing::error!(error = %e, "compaction pass failed; retrying at the next pass"),
+            }
+        }
+        stopper.abort();
+    }
+
+    /// One pass: plans merges over the catalog and runs them one after the other. The replaced
+    /// files are removed in the background after the grace period.
+    pub async fn compact_once(&self) -> Result<CompactionStats, StorageError> {
+        let c = &self.config;
+        let now = now_ns();
+        let created_before = now.saturating_sub(c.min_age.as_nanos().min(i64::MAX as u128) as i64);
+        let candidates = self.catalog.compaction_candidates(c.target_bytes / 2, created_before).await?;
+        let in_head = self.head.as_ref().map_or(u64::MAX, |h| h.overlap_from_lsn());
+        let groups = plan(candidates, c, &self.node, in_head, now);
+        let mut stats = CompactionStats::default();
+        let mut first_error = None;
+        for group in groups {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(StorageError::SegmentWrite("compaction stopped by shutdown".into()));
+            }
+            match self.merge(&group).await {
+                Ok(Some(merged)) => {
+                    stats.merges += 1;
+                    stats.inputs += group.len();
+                    stats.rows += merged.rows;
+                    stats.bytes_read += group.iter().map(|s| s.bytes + s.index_bytes).sum::<u64>();
+                    stats.bytes_written += merged.bytes + merged.index_bytes;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.failures.inc();
+                    tracing::warn!(error = %e, partition = %group[0].path, "merge failed; the small segments stay");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if stats.merges == 0 => Err(e),
+            _ => Ok(stats),
+        }
+    }
+
+    /// Merges `group` (one partition's segments, in flush order) and swaps the result in.
+    /// `None` when nothing was swapped (an input was gone or has another schema).
+    async fn merge(&self, group: &[SegmentMeta]) -> Result<Option<SegmentMeta>, StorageError> {
+        let started = Instant::now();
+        let first = &group[0];
+        let (day, hour) = partition_dirs(first.partition_hour);
+        let salt: u32 = rand::rng().random();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff;
+        // The node name leads, as for flushed segments, so the start-up sweep finds leftovers.
+        let id = format!("{}-c{:016x}{seq:04x}-{salt:08x}", self.node, now_ns());
+        let path = format!("{}/{}/{day}/{hour}/{id}.parquet", first.tenant, first.signal);
+        let (store, indexer, stop) = (self.store.clone(), self.indexer.clone(), self.stop.clone());
+        let (inputs, out) = (group.to_vec(), path.clone());
+        let signal = first.signal;
+        let written =
+            tokio::task::spawn_blocking(move || merge_files(&store, indexer.as_deref(), signal, &inputs, &out, &stop))
+                .await
+                .map_err(|e| StorageError::SegmentWrite(format!("merge task panicked: {e}")))?;
+        let remove_output = || {
+            let _ = self.store.delete(&path);
+            let _ = self.store.delete(&traceidx::path_for(&path));
+            let _ = self.store.delete_dir(&segment::index_dir(&path));
+        };
+        let (summary, bytes, index_bytes) = match written {
+            Ok(Some(w)) => w,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                remove_output();
+                return Err(e);
+            }
+        };
+        let expected: u64 = group.iter().map(|s| s.rows).sum();
+        if summary.rows != expected {
+            remove_output();
+            return Err(StorageError::SegmentWrite(format!(
+                "merge of {} segments read {} rows where the catalog lists {expected}; left as they are",
+                group.len(),
+                summary.rows
+            )));
+        }
+        let merged = SegmentMeta {
+            id,
+            node: first.node.clone(),
+            tenant: first.tenant.clone(),
+            signal,
+            partition_hour: first.partition_hour,
+            path: path.clone(),
+            min_time_ns: summary.min_time_ns,
+            max_time_ns: summary.max_time_ns,
+            rows: summary.rows,
+            bytes,
+            index_bytes,
+            // The head-overlap rule compares LSNs: the merged rows are as old as the newest input.
+            flush_lsn: group.iter().map(|s| s.flush_lsn).max().unwrap_or(0),
+            // Late-data recounts (SLOs) look at segments created after their mark: the merge
+            // brings no new rows, so it is as new as its newest input.
+            created_at_ns: group.iter().map(|s| s.created_at_ns).max().unwrap_or(0),
+        };
+        if let Some(d) = self.pause_before_commit {
+            tracing::info!(
+                inputs = group.len(),
+                "fault injection: merged segment written, pausing before the catalog swap"
+            );
+            tokio::time::sleep(d).await;
+        }
+        if !self.catalog.replace_segments(group, &merged).await? {
+            remove_output();
+            tracing::info!(partition = %path, "a segment of the merge was removed meanwhile (retention); merge dropped");
+            return Ok(None);
+        }
+        self.merges.inc();
+        self.inputs.add(group.len() as u64);
+        self.rows.add(merged.rows);
+        self.bytes_read.add(group.iter().map(|s| s.bytes + s.index_bytes).sum());
+        self.bytes_written.add(merged.bytes + merged.index_bytes);
+        self.seconds.observe(started.elapsed().as_secs_f64());
+        self.remove_after_grace(group.to_vec());
+        Ok(Some(merged))
+    }
+
+    /// Removes the replaced segments' files once no query can still be reading them. A crash
+    /// before then leaves files without catalog rows, which the start-up sweep removes.
+    fn remove_after_grace(&self, old: Vec<SegmentMeta>) {
+        let (store, grace, gauge) = (self.store.clone(), self.config.grace, self.pending_deletes.clone());
+        let on_removed = self.on_removed.clone();
+        gauge.add(old.len() as i64);
+        let paths: Vec<String> = old.into_iter().map(|s| s.path).collect();
+        let remove = move || {
+            for p in &paths {
+                let _ = store.delete(p);
+                let _ = store.delete(&traceidx::path_for(p));
+                let _ = store.delete_dir(&segment::index_dir(p));
+                store.forget(p);
+                if let Some(dir) = p.rsplit_once('/').map(|(d, _)| d) {
+                    store.remove_empty_dirs(dir);
+                }
+            }
+            gauge.add(-(paths.len() as i64));
+            on_removed(&paths);
+        };
+        if grace.is_zero() {
+            remove();
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                remove();
+            });
+        }
+    }
+}
+
+/// Chooses the merges of one pass from `candidates` (small segments, ordered by partition,
+/// node and flush order). A merge takes consecutive segments of one partition and node, at
+/// most `target_bytes`, `target_rows` and `max_inputs` of them. An hour that ended more than
+/// `min_age` ago is merged whole; in an open hour only a tier of at least `min_inputs`
+/// segments of similar size (within 4×) is merged, so each row is rewritten about log4(n)
+/// times, not on every pass. Segments of `node` at or past `in_head_from_lsn` are skipped.
+pub fn plan(
+    candidates: Vec<SegmentMeta>,
+    c: &CompactionConfig,
+    node: &str,
+    in_head_from_lsn: u64,
+    now_ns: i64,
+) -> Vec<Vec<SegmentMeta>> {
+    let hour_ns = 3_600_000_000_000i64;
+    let min_age_ns = c.min_age.as_nanos().min(i64::MAX as u128) as i64;
+    let mut out = Vec::new();
+    let mut rest = candidates.into_iter().filter(|s| !(s.node == node && s.flush_lsn >= in_head_from_lsn)).peekable();
+    while let Some(s) = rest.next() {
+        let mut partition = vec![s];
+        while let Some(n) = rest.peek() {
+            let p = &partition[0];
+            if (n.tenant != p.tenant)
+                || n.signal != p.signal
+                || n.partition_hour != p.partition_hour
+                || n.node != p.node
+            {
+                break;
+            }
+            partition.push(rest.next().expect("peeked"));
+        }
+        let closed =
+            partition[0].partition_hour.saturating_add(1).saturating_mul(hour_ns).saturating_add(min_age_ns) < now_ns;
+        if closed {
+            out.extend(runs(partition, c, 2));
+        } else {
+            // Tiers: < 1 MiB, < 4 MiB, < 16 MiB, …
+            let tier = |s: &SegmentMeta| (64 - (s.bytes >> 20).leading_zeros()).div_ceil(2);
+            let mut tiers: std::collections::BTreeMap<u32, Vec<SegmentMeta>> = Default::default();
+            for s in partition {
+                tiers.entry(tier(&s)).or_default().push(s);
+            }
+            for (_, t) in tiers {
+                if t.len() >= c.min_inputs.max(2) {
+                    out.extend(runs(t, c, c.min_inputs.max(2)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Splits `segments` into consecutive runs within the size limits; keeps runs of at least
+/// `at_least` segments.
+fn runs(segments: Vec<SegmentMeta>, c: &CompactionConfig, at_least: usize) -> Vec<Vec<SegmentMeta>> {
+    let mut out = Vec::new();
+    let mut run: Vec<SegmentMeta> = Vec::new();
+    let (mut bytes, mut rows) = (0u64, 0u64);
+    for s in segments {
+        if !run.is_empty()
+            && (bytes + s.bytes > c.target_bytes || rows + s.rows > c.target_rows || run.len() >= c.max_inputs.max(2))
+        {
+            if run.len() >= at_least {
+                out.push(std::mem::take(&mut run));
+            }
+            run.clear();
+            (bytes, rows) = (0, 0);
+        }
+        bytes += s.bytes;
+        rows += s.rows;
+        run.push(s);
+    }
+    if run.len() >= at_least {
+        out.push(run);
+    }
+    out
+}
+
+/// One input of a merge: a stream of its blocks and the position in the current one.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    pos: usize,
+    service: usize,
+}
+
+impl Cursor {
+    /// The service of the next row, `None` at the end.
+    fn service(&self) -> Option<&str> {
+        let b = self.batch.as_ref()?;
+        Some(b.column(self.service).as_string::<i32>().value(self.pos))
+    }
+
+    /// Moves to the next non-empty block once the current one is used up.
+    fn refill(&mut self, path: &str) -> Result<(), StorageError> {
+        while self.batch.as_ref().is_none_or(|b| self.pos >= b.num_rows()) {
+            match self.reader.next() {
+                Some(b) => {
+                    self.batch = Some(b.map_err(|e| StorageError::SegmentRead(format!("{path}: {e}")))?);
+                    self.pos = 0;
+                }
+                None => {
+                    self.batch = None;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the rows of `inputs` to `out` grouped by service (in service order), each service's
+/// rows in input order: the order a flush writes, so pages prune as well as a flush's do.
+/// Builds the trace-ID and full-text indexes from the same blocks. Returns what was written,
+/// the Parquet bytes and the index bytes; `None` when an input has another schema (written by
+/// an older version; it stays as it is).
+fn merge_files(
+    store: &SegmentStore,
+    indexer: Option<&dyn SegmentIndexer>,
+    signal: Signal,
+    inputs: &[SegmentMeta],
+    out: &str,
+    stop: &AtomicBool,
+) -> Result<Option<(segment::SegmentSummary, u64, u64)>, StorageError> {
+    let schema = signal.schema();
+    let mut cursors = Vec::with_capacity(inputs.len());
+    for s in inputs {
+        let reader = store.read_all(&s.path, PAGE_ROWS)?;
+        if reader.schema().fields() != schema.fields() {
+            tracing::info!(segment = %s.path, "not merged: written with an older schema");
+            return Ok(None);
+        }
+        let service = schema.index_of("service_name").map_err(|e| StorageError::SegmentRead(e.to_string()))?;
+        let mut c = Cursor { reader, batch: None, pos: 0, service };
+        c.refill(&s.path)?;
+        cursors.push(c);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(RecordBatch, u64)>(2);
+    let mut written = None;
+    let (data, index_bytes) = std::thread::scope(|scope| {
+        let index = scope.spawn(|| build_indexes(store, indexer, signal, out, rx));
+        let data = store.put_with(out, |file| {
+            let mut w = SegmentWriter::new(signal, std::io::BufWriter::with_capacity(1 << 20, file))?;
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut pending_rows = 0;
+            let emit = |pending: &mut Vec<RecordBatch>, w: &mut SegmentWriter<_>| -> Result<(), StorageError> {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                let block =
+                    concat_batches(&schema, pending.iter()).map_err(|e| StorageError::SegmentWrite(e.to_string()))?;
+                pending.clear();
+                let first = w.write(&block)?;
+                tx.send((block, first)).map_err(|_| StorageError::SegmentWrite("the index build stopped".into()))
+            };
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(StorageError::SegmentWrite("compaction stopped by shutdown".into()));
+                }
+                let Some(min) = cursors.iter().filter_map(Cursor::service).min().map(str::to_owned) else { break };
+                for (c, s) in cursors.iter_mut().zip(inputs) {
+                    while c.service() == Some(min.as_str()) {
+                        let b = c.batch.as_ref().expect("a service means a block");
+                        let col = b.column(c.service).as_string::<i32>();
+                        let mut end = c.pos;
+                        while end < b.num_rows() && col.value(end) == min {
+                            end += 1;
+                        }
+                        pending.push(b.slice(c.pos, end - c.pos));
+                        pending_rows += end - c.pos;
+                        c.pos = end;
+                        c.refill(&s.path)?;
+                        if pending_rows >= 8 * PAGE_ROWS {
+                            emit(&mut pending, &mut w)?;
+                            pending_rows = 0;
+                        }
+                    }
+                }
+            }
+            emit(&mut pending, &mut w)?;
+            let (mut buf, summary) = w.finish()?;
+            buf.flush().map_err(|e| StorageError::SegmentWrite(format!("write {out}: {e}")))?;
+            written = Some(summary);
+            Ok(())
+        });
+        drop(tx);
+        let index_bytes =
+            index.join().unwrap_or_else(|_| Err(StorageError::SegmentWrite("index build panicked".into())));
+        (data, index_bytes)
+    });
+    // An index failure explains a write that stopped because of it.
+    let index_bytes = index_bytes?;
+    data?;
+    let summary = written.expect("a successful write sets the summary");
+    let bytes = std::fs::metadata(store.root().join(out))
+        .map_err(|e| StorageError::SegmentWrite(format!("stat {out}: {e}")))?
+        .len();
+    Ok(Some((summary, bytes, index_bytes)))
+}
