@@ -9,15 +9,17 @@ use std::collections::HashMap;
 
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
-use tantivy::collector::TopDocs;
-use tantivy::query::Query;
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher};
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::query::TermQuery;
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, Term};
 use tracelight_model::{Signal, Tenant};
 use tracelight_storage::{HeadBatch, HeadParts};
 
 use crate::IndexError;
 use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
+use crate::verify::{self, LogQuery, Rows, Target};
 
 /// Indexing memory of one generation's writer (tantivy's minimum is 15 MB).
 const HEAD_MEMORY: usize = 32 << 20;
@@ -48,7 +50,7 @@ impl GenIndex {
         let mut added = false;
         for b in batches.iter().skip(*done) {
             let n = self.batches.len() as u64;
-            schema::add_rows(&self.writer, &self.fields, Signal::Logs, b.rows(), |i| (n << 32) | i as u64)?;
+            schema::add_rows(&self.writer, &self.fields, Signal::Logs, b.rows(), true, |i| (n << 32) | i as u64)?;
             self.batches.push(b.clone());
             added = true;
         }
@@ -75,13 +77,14 @@ impl HeadIndex {
         &self,
         tenant: &Tenant,
         parts: &HeadParts,
-        query: &dyn Query,
+        query: &LogQuery,
         limit: usize,
     ) -> Result<Vec<HeadHit>, IndexError> {
         let mut hits = Vec::new();
-        self.each_searcher(tenant, parts, |generation, searcher, batches| {
-            let top =
-                searcher.search(query, &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
+        self.each_searcher(tenant, parts, |generation, searcher, batches, fields| {
+            let query = query.compile(searcher, &HeadRows { batches, fields })?;
+            let top = searcher
+                .search(query.as_ref(), &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
             for (time_ns, addr) in top {
                 let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
                 let Some(a) = rows.first(addr.doc_id) else { continue };
@@ -101,12 +104,13 @@ impl HeadIndex {
         &self,
         tenant: &Tenant,
         parts: &HeadParts,
-        query: &dyn Query,
+        query: &LogQuery,
         buckets: &TimeBuckets,
     ) -> Result<Vec<u64>, IndexError> {
         let mut counts = vec![0; buckets.len];
-        self.each_searcher(tenant, parts, |_, searcher, _| {
-            for (c, n) in counts.iter_mut().zip(searcher.search(query, buckets)?) {
+        self.each_searcher(tenant, parts, |_, searcher, batches, fields| {
+            let query = query.compile(searcher, &HeadRows { batches, fields })?;
+            for (c, n) in counts.iter_mut().zip(searcher.search(query.as_ref(), buckets)?) {
                 *c += n;
             }
             Ok(())
@@ -120,7 +124,7 @@ impl HeadIndex {
         &self,
         tenant: &Tenant,
         parts: &HeadParts,
-        mut f: impl FnMut(u64, &Searcher, &[HeadBatch]) -> Result<(), IndexError>,
+        mut f: impl FnMut(u64, &Searcher, &[HeadBatch], &Fields) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
         let mut gens = self.gens.lock();
         // Generations below the oldest live one have been flushed and committed.
@@ -143,8 +147,48 @@ impl HeadIndex {
                 g.writer.commit()?;
                 g.reader.reload()?;
             }
-            f(generation, &g.reader.searcher(), &g.batches)?;
+            f(generation, &g.reader.searcher(), &g.batches, &g.fields)?;
         }
         Ok(())
+    }
+}
+
+/// The rows behind a head generation's documents: its batches, by the `row` address.
+struct HeadRows<'a> {
+    batches: &'a [HeadBatch],
+    fields: &'a Fields,
+}
+
+impl HeadRows<'_> {
+    /// (batch, row) of a document.
+    fn locate(&self, searcher: &Searcher, d: DocAddress) -> Result<Option<(usize, usize)>, IndexError> {
+        let rows = searcher.segment_reader(d.segment_ord).fast_fields().u64("row")?;
+        Ok(rows.first(d.doc_id).map(|a| ((a >> 32) as usize, (a & 0xffff_ffff) as usize)))
+    }
+}
+
+impl Rows for HeadRows<'_> {
+    fn texts(
+        &self,
+        searcher: &Searcher,
+        docs: &[DocAddress],
+        target: &Target,
+        f: &mut dyn FnMut(usize, &str),
+    ) -> Result<(), IndexError> {
+        for (i, d) in docs.iter().enumerate() {
+            if let Some((b, r)) = self.locate(searcher, *d)?
+                && let Some(batch) = self.batches.get(b)
+                && r < batch.num_rows()
+            {
+                verify::texts_of_row(batch.rows(), r, target, &mut |t| f(i, t));
+            }
+        }
+        Ok(())
+    }
+
+    fn trace_docs(&self, searcher: &Searcher, id: &str) -> Result<Vec<DocAddress>, IndexError> {
+        // Head indexes keep the trace-ID terms.
+        let q = TermQuery::new(Term::from_field_text(self.fields.trace_id, id), IndexRecordOption::Basic);
+        Ok(searcher.search(&q, &DocSetCollector)?.into_iter().collect())
     }
 }

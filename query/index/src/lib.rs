@@ -14,6 +14,7 @@ pub mod head;
 pub mod histogram;
 pub mod schema;
 pub mod search;
+pub mod verify;
 
 use std::path::Path;
 
@@ -57,7 +58,7 @@ struct TantivyBuild {
 
 impl IndexBuild for TantivyBuild {
     fn add(&mut self, rows: &RecordBatch, first_row: u64) -> Result<(), String> {
-        schema::add_rows(&self.writer, &self.fields, self.signal, rows, |i| first_row + i as u64)
+        schema::add_rows(&self.writer, &self.fields, self.signal, rows, false, |i| first_row + i as u64)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -6,12 +6,18 @@
 //!
 //! | field         | from                                  | indexed as                              |
 //! |---------------|---------------------------------------|-----------------------------------------|
-//! | `body`        | log body                              | words (lower-cased), with positions     |
-//! | `attr_values` | every attribute value of a log        | words, with positions (default field)   |
+//! | `body`        | log body                              | words (lower-cased), documents only     |
+//! | `attr_values` | every attribute value of a log        | words, documents only (default field)   |
 //! | `attributes`  | log attributes as an object           | `attributes.user.id:42`, dots expanded  |
 //! | `service`     | `service_name`                        | one exact term                          |
 //! | `severity`    | severity number, else text            | one upper-case term: `ERROR`, `WARN`, … |
-//! | `trace_id`    | span/log trace ID, metric exemplars   | one lower-case term per ID              |
+//! | `trace_id`    | trace ID (head indexes only)          | one lower-case term per ID              |
+//!
+//! No positions and no frequencies: a phrase is found as all of its words and checked against
+//! the row ([`crate::verify`]), which costs reading the candidates' text but saves more bytes
+//! than the words themselves take. Segment indexes hold no trace IDs: the segment's trace-ID
+//! index (`<id>.tid`) answers those. Indexes written by earlier versions have positions and
+//! trace-ID terms; they are searched the same way.
 //! | `time`        | the row's time column                 | fast field (ranges, newest-first order) |
 //! | `row`         | the row's address in its segment      | fast field                              |
 
@@ -43,20 +49,23 @@ pub struct Fields {
 }
 
 pub fn schema() -> (Schema, Fields) {
+    schema_with(IndexRecordOption::Basic)
+}
+
+/// The schema with `words` as what the text fields record (tests build the position-keeping
+/// format of earlier versions with it, as an oracle).
+pub fn schema_with(words: IndexRecordOption) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let indexing = |tokenizer: &str, option| {
         TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(option).set_fieldnorms(false)
     };
-    let words =
-        TextOptions::default().set_indexing_options(indexing("default", IndexRecordOption::WithFreqsAndPositions));
+    let text = TextOptions::default().set_indexing_options(indexing("default", words));
     let id = TextOptions::default().set_indexing_options(indexing(ID_TOKENIZER, IndexRecordOption::Basic));
     let keyword = TextOptions::default().set_indexing_options(indexing("raw", IndexRecordOption::Basic));
-    let json = JsonObjectOptions::default()
-        .set_expand_dots_enabled()
-        .set_indexing_options(indexing("default", IndexRecordOption::WithFreqsAndPositions));
+    let json = JsonObjectOptions::default().set_expand_dots_enabled().set_indexing_options(indexing("default", words));
     let fields = Fields {
-        body: b.add_text_field("body", words.clone()),
-        attr_values: b.add_text_field("attr_values", words),
+        body: b.add_text_field("body", text.clone()),
+        attr_values: b.add_text_field("attr_values", text),
         attributes: b.add_json_field("attributes", json),
         service: b.add_text_field("service", keyword.clone()),
         severity: b.add_text_field("severity", keyword),
@@ -112,13 +121,16 @@ fn opt(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
 
-/// Adds one document per row of `batch` (of `signal`'s schema) that has something to index.
-/// `address(i)` is what the document records as the row's address.
+/// Adds one document per row of `batch` (of `signal`'s schema) that has something to index
+/// (every log record: a segment's documents are then its rows, in order). `address(i)` is what
+/// the document records as the row's address. `trace_ids`: index trace IDs too (the head's
+/// indexes; a segment has its trace-ID index beside it).
 pub fn add_rows(
     writer: &IndexWriter,
     f: &Fields,
     signal: Signal,
     batch: &RecordBatch,
+    trace_ids: bool,
     address: impl Fn(usize) -> u64,
 ) -> tantivy::Result<usize> {
     let times = batch
@@ -137,13 +149,13 @@ pub fn add_rows(
         let mut doc = TantivyDocument::new();
         let indexed = match signal {
             Signal::Spans => {
-                if let Some(t) = opt(trace, i) {
+                if let Some(t) = opt(trace, i).filter(|_| trace_ids) {
                     doc.add_text(f.trace_id, t);
                 }
                 true
             }
             Signal::Logs => {
-                if let Some(t) = opt(trace, i) {
+                if let Some(t) = opt(trace, i).filter(|_| trace_ids) {
                     doc.add_text(f.trace_id, t);
                 }
                 if let Some(b) = opt(body, i) {

@@ -11,10 +11,11 @@ use arrow::compute::interleave_record_batch;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{Index, Order, ReloadPolicy, Searcher, Term};
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{DocAddress, Index, Order, ReloadPolicy, Searcher, Term};
 use tracelight_model::time::hour_of;
 use tracelight_model::{ScanStats, Signal, Tenant};
 use tracelight_storage::traceidx::{self, TraceIndexFile};
@@ -24,6 +25,7 @@ use crate::IndexError;
 use crate::head::HeadIndex;
 use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
+use crate::verify::{self, LogQuery, Node, Rows, Target};
 
 /// Opened segment indexes kept at most.
 const SEARCHER_CACHE: usize = 2048;
@@ -163,7 +165,7 @@ impl IndexSearch {
     }
 
     /// Parses a query in tantivy's syntax (see [`LogSyntax::parse`]).
-    pub fn parse(&self, q: &str) -> Result<Box<dyn Query>, IndexError> {
+    pub fn parse(&self, q: &str) -> Result<LogQuery, IndexError> {
         self.syntax.parse(q)
     }
 
@@ -178,6 +180,8 @@ pub struct LogSyntax {
     /// An empty index that only lends its schema and tokenizers to the query parser.
     index: Index,
     fields: Fields,
+    /// The analyzer of the text fields: how phrases are split into words.
+    words: TextAnalyzer,
 }
 
 impl Default for LogSyntax {
@@ -191,14 +195,16 @@ impl LogSyntax {
         let (schema, fields) = schema::schema();
         let index = Index::create_in_ram(schema);
         schema::register_tokenizers(&index);
-        LogSyntax { index, fields }
+        let words = index.tokenizers().get("default").expect("tantivy registers its default analyzer");
+        LogSyntax { index, fields, words }
     }
 
     /// Parses a query in tantivy's syntax. Bare words search the body and attribute values and
-    /// must all match (`payment timeout` = `payment AND timeout`).
-    pub fn parse(&self, q: &str) -> Result<Box<dyn Query>, IndexError> {
+    /// must all match (`payment timeout` = `payment AND timeout`). Phrases and trace IDs are
+    /// resolved per index when searched ([`verify`]).
+    pub fn parse(&self, q: &str) -> Result<LogQuery, IndexError> {
         if q.trim().is_empty() {
-            return Ok(Box::new(AllQuery));
+            return Ok(LogQuery::new(verify::everything(), self.words.clone()));
         }
         check_query_shape(q)?;
         // Tantivy's lenient grammar loops forever, allocating, on whitespace other than space,
@@ -229,16 +235,19 @@ impl LogSyntax {
             return Err(invalid(&format_args!("{} at byte {}", e.message, e.pos)));
         }
         check_operators(q).map_err(|e| invalid(&e))?;
-        parser.build_query_from_user_input_ast(lift_negations(ast)).map_err(|e| invalid(&e))
+        let root = verify::build(&parser, &self.words, lift_negations(ast)).map_err(|e| invalid(&e))?;
+        // A query of no words at all (`"!!"`) finds nothing, as tantivy's parser has it.
+        Ok(LogQuery::new(root.unwrap_or_else(verify::nothing), self.words.clone()))
     }
 }
 
 impl IndexSearch {
-    fn log_query(&self, s: &LogSearch) -> Result<Box<dyn Query>, IndexError> {
+    fn log_query(&self, s: &LogSearch) -> Result<LogQuery, IndexError> {
         let f = &self.fields;
-        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, self.parse(&s.q)?)];
-        let any_of = |field, values: &[String]| -> Box<dyn Query> {
-            Box::new(TermSetQuery::new(values.iter().map(|v| Term::from_field_text(field, v))))
+        let parsed = self.parse(&s.q)?;
+        let mut must: Vec<(Occur, Node)> = Vec::new();
+        let any_of = |field, values: &[String]| -> Node {
+            Node::Index(Box::new(TermSetQuery::new(values.iter().map(|v| Term::from_field_text(field, v)))))
         };
         if !s.services.is_empty() {
             must.push((Occur::Must, any_of(f.service, &s.services)));
@@ -247,10 +256,10 @@ impl IndexSearch {
             must.push((Occur::Must, any_of(f.severity, &s.severities)));
         }
         if let Some(t) = &s.trace_id {
-            must.push((Occur::Must, Box::new(TermQuery::new(self.id_term(f.trace_id, t), IndexRecordOption::Basic))));
+            must.push((Occur::Must, Node::Trace(t.to_ascii_lowercase())));
         }
-        must.push((Occur::Must, Box::new(self.time_range(s.start_ns, s.end_ns))));
-        Ok(Box::new(BooleanQuery::new(must)))
+        must.push((Occur::Must, Node::Index(Box::new(self.time_range(s.start_ns, s.end_ns)))));
+        Ok(parsed.and(must))
     }
 
     fn time_range(&self, start_ns: i64, end_ns: i64) -> RangeQuery {
@@ -326,7 +335,7 @@ impl IndexSearch {
         stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
         let mut head_rows: HashMap<Source, RecordBatch> = HashMap::new();
         let mut hits: Vec<(i64, Source)> = Vec::new();
-        for h in self.head_index.search(tenant, &parts, query.as_ref(), want)? {
+        for h in self.head_index.search(tenant, &parts, &query, want)? {
             let src = Source::Head { generation: h.order.0, address: h.order.1 };
             hits.push((h.time_ns, src));
             head_rows.insert(src, h.row);
@@ -346,8 +355,11 @@ impl IndexSearch {
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            let top = searcher
-                .search(query.as_ref(), &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc))?;
+            let compiled = query.compile(&searcher, &SegmentRows { store: &self.store, seg })?;
+            let top = searcher.search(
+                compiled.as_ref(),
+                &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc),
+            )?;
             for (t, addr) in top {
                 let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
                 if let Some(row) = rows.first(addr.doc_id) {
@@ -395,13 +407,14 @@ impl IndexSearch {
             self.segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn).await?;
         let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
         stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
-        let mut counts = self.head_index.histogram(tenant, &parts, query.as_ref(), buckets)?;
+        let mut counts = self.head_index.histogram(tenant, &parts, &query, buckets)?;
         for seg in &segments {
             let Some(searcher) = self.searcher(seg)? else { continue };
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            for (c, n) in counts.iter_mut().zip(searcher.search(query.as_ref(), buckets)?) {
+            let compiled = query.compile(&searcher, &SegmentRows { store: &self.store, seg })?;
+            for (c, n) in counts.iter_mut().zip(searcher.search(compiled.as_ref(), buckets)?) {
                 *c += n;
             }
         }
@@ -561,10 +574,103 @@ impl IndexSearch {
     }
 }
 
+/// The rows behind a segment index's documents: the segment's Parquet file, by the `row`
+/// fast field, and its trace-ID index.
+struct SegmentRows<'a> {
+    store: &'a SegmentStore,
+    seg: &'a SegmentMeta,
+}
+
+/// Rows read per batch when checking phrases.
+const CHECK_ROWS: usize = 8192;
+
+impl SegmentRows<'_> {
+    /// The documents of `rows` (ascending). An index built from a segment in one piece has its
+    /// rows as documents in order; any other is mapped through the `row` fast field.
+    fn docs_of_rows(&self, searcher: &Searcher, rows: &[u64]) -> Result<Vec<DocAddress>, IndexError> {
+        if let [reader] = searcher.segment_readers() {
+            let max = reader.max_doc();
+            let col = reader.fast_fields().u64("row")?;
+            if reader.num_deleted_docs() == 0
+                && max as u64 == self.seg.rows
+                && col.first(0) == Some(0)
+                && col.first(max.saturating_sub(1)) == Some(max.saturating_sub(1) as u64)
+            {
+                return Ok(rows.iter().map(|r| DocAddress::new(0, *r as u32)).collect());
+            }
+        }
+        let mut out = Vec::new();
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let col = reader.fast_fields().u64("row")?;
+            for doc in 0..reader.max_doc() {
+                if col.first(doc).is_some_and(|r| rows.binary_search(&r).is_ok()) {
+                    out.push(DocAddress::new(ord as u32, doc));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Rows for SegmentRows<'_> {
+    fn texts(
+        &self,
+        searcher: &Searcher,
+        docs: &[DocAddress],
+        target: &Target,
+        f: &mut dyn FnMut(usize, &str),
+    ) -> Result<(), IndexError> {
+        let mut by_row: Vec<(u64, usize)> = Vec::with_capacity(docs.len());
+        let mut columns = HashMap::new();
+        for (i, d) in docs.iter().enumerate() {
+            let col = match columns.entry(d.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(searcher.segment_reader(d.segment_ord).fast_fields().u64("row")?)
+                }
+            };
+            if let Some(row) = col.first(d.doc_id) {
+                by_row.push((row, i));
+            }
+        }
+        by_row.sort_unstable();
+        by_row.dedup_by_key(|(row, _)| *row);
+        for chunk in by_row.chunks(CHECK_ROWS) {
+            let rows: Vec<u64> = chunk.iter().map(|(r, _)| *r).collect();
+            let batch = self.store.read_columns(&self.seg.path, &rows, &[verify::column_of(target)])?;
+            for (j, (_, i)) in chunk.iter().enumerate().take(batch.num_rows()) {
+                verify::texts_of_row(&batch, j, target, &mut |t| f(*i, t));
+            }
+        }
+        Ok(())
+    }
+
+    fn trace_docs(&self, searcher: &Searcher, id: &str) -> Result<Vec<DocAddress>, IndexError> {
+        let Some(file) = self.store.open_file(&traceidx::path_for(&self.seg.path))? else {
+            // Written before trace-ID indexes existed: its full-text index has the IDs.
+            let field = searcher.schema().get_field("trace_id")?;
+            let q = TermQuery::new(Term::from_field_text(field, id), IndexRecordOption::Basic);
+            return Ok(searcher.search(&q, &DocSetCollector)?.into_iter().collect());
+        };
+        let blocks = TraceIndexFile::open(file).and_then(|ix| ix.pages(id));
+        let mut blocks = blocks.unwrap_or_else(|e| {
+            tracing::warn!(path = %self.seg.path, error = %e, "trace-ID index unreadable; reading the segment's trace IDs");
+            (0..self.seg.rows.div_ceil(traceidx::PAGE_ROWS as u64) as u32).collect()
+        });
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        let rows = self.store.rows_where(&self.seg.path, &blocks, "trace_id", |v| v.eq_ignore_ascii_case(id))?;
+        self.docs_of_rows(searcher, &rows)
+    }
+}
+
 /// `a AND NOT b` parses as `a AND (NOT b)`, and a group holding only exclusions matches
 /// nothing in tantivy, so the query would find nothing. Lifts such exclusions into the
 /// enclosing group, and gives a group of only exclusions something to exclude from.
-fn lift_negations(ast: UserInputAst) -> UserInputAst {
+pub(crate) fn lift_negations(ast: UserInputAst) -> UserInputAst {
     let only_exclusions = |items: &[(Option<GrammarOccur>, UserInputAst)]| {
         !items.is_empty() && items.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot))
     };

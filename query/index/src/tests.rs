@@ -381,3 +381,169 @@ async fn histogram_counts_matches_per_bucket_in_head_and_segments() {
     let late = LogSearch { start_ns: T0 + 1_000_000_000, ..everything() };
     assert_eq!(fx.search.log_histogram(&Tenant::default(), &late, &buckets).await.unwrap().0, vec![0, 1, 0]);
 }
+
+/// A corpus where phrases have near misses: the same words apart, reversed, repeated, split
+/// by punctuation, in one attribute value or across two.
+fn corpus() -> Vec<Rec<'static>> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let words = [
+        "payment",
+        "timeout",
+        "upstream",
+        "connection",
+        "reset",
+        "by",
+        "peer",
+        "cache",
+        "miss",
+        "the",
+        "retry",
+        "error:",
+        "42",
+        "user-42",
+        "db-1",
+        "/api/cart",
+        "GET",
+    ];
+    let services = ["checkout", "payment", "cart"];
+    let mut seed = 7u64;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) % n as u64) as usize
+    };
+    (0..240)
+        .map(|i| {
+            let len = 2 + next(6);
+            let mut body: Vec<&str> = (0..len).map(|_| words[next(words.len())]).collect();
+            if i % 7 == 0 {
+                body.extend(["payment", "timeout"]);
+            }
+            if i % 11 == 0 {
+                body.extend(["connection", "reset", "by", "peer"]);
+            }
+            let mut attrs = vec![("user.id", ["42", "7", "user-42", "user 42"][next(4)])];
+            if i % 3 == 0 {
+                attrs.push(("http.route", ["/api/cart", "/api/order/{id}", "GET /api/cart"][next(3)]));
+            }
+            if i % 5 == 0 {
+                attrs.push(("peer", ["db-1", "db-2", "cache miss"][next(3)]));
+            }
+            // A unique word last, so every record's body is distinct.
+            let body = leak(format!("{} rec{i}", body.join(" ")));
+            let attrs: &'static [(&'static str, &'static str)] = Box::leak(attrs.into_boxed_slice());
+            (services[next(3)], i as i64, [9, 13, 17][next(3)], body, attrs, next(4) as u8)
+        })
+        .collect()
+}
+
+const GOLDEN_QUERIES: &[&str] = &[
+    "\"payment timeout\"",
+    "\"timeout payment\"",
+    "body:\"connection reset\"",
+    "\"reset by peer\"",
+    "\"the cache\"",
+    "user-42",
+    "\"user 42\"",
+    "attributes.user.id:\"user-42\"",
+    "attributes.user.id:\"user 42\"",
+    "attributes.user.id:42",
+    "attributes.http.route:\"/api/cart\"",
+    "attributes.http.route:\"api order\"",
+    "attributes.http.route:\"GET /api/cart\"",
+    "\"payment timeout\"~1",
+    "\"payment upstream\"~2",
+    "\"connection peer\"~2",
+    "\"payment tim\"*",
+    "NOT \"payment timeout\"",
+    "payment -\"payment timeout\"",
+    "\"payment timeout\" OR \"cache miss\"",
+    "(\"payment timeout\" AND service:checkout)",
+    "\"db 1\"",
+    "db-1",
+    "/api/cart",
+    "\"error 42\"",
+    "\"error: 42\"",
+    "severity:ERROR AND \"connection reset\"",
+    "\"retry retry\"",
+    "attr_values:\"cache miss\"",
+    "attributes.peer:\"cache miss\"",
+    "\"cache miss\" AND NOT attributes.peer:\"cache miss\"",
+    "payment",
+    "\"payment\"",
+    "\"!!\" payment",
+    "api cart",
+    "\"api cart\" OR timeout",
+];
+
+/// What an index with positions (the format before this version) answers for `q`: the oracle
+/// the position-free index and its phrase checks must agree with.
+fn oracle(recs: &[Rec], q: &str) -> Vec<String> {
+    let (schema, fields) = schema::schema_with(tantivy::schema::IndexRecordOption::WithFreqsAndPositions);
+    let index = tantivy::Index::create_in_ram(schema);
+    schema::register_tokenizers(&index);
+    let mut writer = index.writer_with_num_threads(1, 20 << 20).unwrap();
+    let ctx = DecodeContext { tenant: Tenant::default(), now_ns: T0, limits: ItemLimits::default() };
+    let batch = logs_to_arrow(&request(recs), &ctx).batch.batch;
+    schema::add_rows(&writer, &fields, Signal::Logs, &batch, true, |i| i as u64).unwrap();
+    writer.commit().unwrap();
+    let searcher = index.reader().unwrap().searcher();
+    let mut parser = tantivy::query::QueryParser::for_index(&index, vec![fields.body, fields.attr_values]);
+    parser.set_conjunction_by_default();
+    let (ast, errors) = tantivy::query_grammar::parse_query_lenient(q);
+    assert!(errors.is_empty(), "{q}: {errors:?}");
+    let query = parser.build_query_from_user_input_ast(crate::search::lift_negations(ast)).unwrap();
+    let body = batch.column_by_name("body").unwrap().as_string::<i32>();
+    let mut out: Vec<String> = searcher
+        .search(&query, &tantivy::collector::DocSetCollector)
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            let row = searcher.segment_reader(a.segment_ord).fast_fields().u64("row").unwrap().first(a.doc_id).unwrap();
+            body.value(row as usize).to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn phrases_and_attribute_searches_answer_as_an_index_with_positions_does() {
+    let all = corpus();
+    let id = |b: u8| format!("{b:02x}").repeat(16);
+    let mut queries: Vec<String> = GOLDEN_QUERIES.iter().map(|q| q.to_string()).collect();
+    queries.push(format!("trace_id:{}", id(1)));
+    queries.push(format!("trace_id:IN [{} {}]", id(1), id(2).to_uppercase()));
+    queries.push(format!("\"payment timeout\" AND NOT trace_id:{}", id(3)));
+    queries.push(format!("trace_id:{} OR \"cache miss\"", id(2)));
+    // Head only, segments only (two flushes and a chunked flush), and both.
+    let mut head = Fixture::new().await;
+    head.put(&all);
+    let mut segs = Fixture::with(|f| f.with_indexer(Arc::new(SegmentIndexBuilder)).with_chunk_bytes(8 << 10)).await;
+    segs.put(&all[..100]);
+    segs.flusher.flush_once().await.unwrap();
+    segs.put(&all[100..]);
+    segs.flusher.flush_once().await.unwrap();
+    let mut both = Fixture::new().await;
+    both.put(&all[..150]);
+    both.flusher.flush_once().await.unwrap();
+    both.put(&all[150..]);
+    let buckets = TimeBuckets { start_ns: T0, step_ns: 60_000_000, len: 5 };
+    let mut nonempty = 0;
+    for q in &queries {
+        let want = oracle(&all, q);
+        nonempty += !want.is_empty() as usize;
+        for (name, fx) in [("head", &head), ("segments", &segs), ("both", &both)] {
+            let mut got = fx.find(&LogSearch { q: q.clone(), limit: 1000, ..everything() }).await;
+            got.sort();
+            assert_eq!(got, want, "{q} ({name})");
+            // The histogram counts the same records.
+            let s = LogSearch { q: q.clone(), ..everything() };
+            let counts = fx.search.log_histogram(&Tenant::default(), &s, &buckets).await.unwrap().0;
+            assert_eq!(counts.iter().sum::<u64>() as usize, want.len(), "{q} ({name}): histogram");
+        }
+    }
+    assert!(nonempty >= queries.len() - 4, "the corpus must give most queries something to find");
+    // A slop past the bound is refused, not tried.
+    let r = head.search.logs(&Tenant::default(), &LogSearch { q: "\"a b\"~99".into(), ..everything() }).await;
+    assert!(matches!(r, Err(IndexError::Invalid(m)) if m.contains("at most")));
+}
