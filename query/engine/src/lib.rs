@@ -231,6 +231,7 @@ impl Engine {
     pub fn forget_segments(&self, paths: &[String]) {
         for p in paths {
             self.index.forget(p);
+            self.sources.store.forget(p);
         }
     }
 

@@ -3,6 +3,7 @@
 //! moves rows from the one to the other. No DataFusion here: the engine crate reads what this
 //! crate writes.
 
+pub mod cache;
 pub mod catalog;
 pub mod compact;
 pub mod error;

@@ -24,8 +24,10 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tracelight_model::Signal;
 
+use crate::cache::BlockCache;
 use crate::error::StorageError;
 use crate::headbatch::HeadBatch;
+use tracelight_model::telemetry::Registry;
 
 /// A Parquet file's bytes plus what the catalog needs to know about it.
 pub struct EncodedSegment {
@@ -238,6 +240,8 @@ pub struct SegmentStore {
     /// Parsed footers (with page indexes) of recently read segments: segments never change,
     /// and a point read should not parse the footer again.
     footers: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
+    /// Decoded row blocks that reads come back to.
+    cache: Arc<BlockCache>,
 }
 
 impl std::fmt::Debug for SegmentStore {
@@ -252,7 +256,10 @@ pub fn index_dir(segment_path: &str) -> String {
 }
 
 /// At most this many parsed footers are kept.
-const FOOTER_CACHE: usize = 4096;
+const FOOTER_CACHE: usize = 1024;
+
+/// Decoded blocks kept by default (`query.block_cache_bytes`).
+pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 impl SegmentStore {
     /// Opens `file://PATH` (or a plain path), creating the directory.
@@ -271,7 +278,14 @@ impl SegmentStore {
             .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
         let root =
             root.canonicalize().map_err(|e| StorageError::Config(format!("cannot resolve {}: {e}", root.display())))?;
-        Ok(SegmentStore { root, footers: Arc::default() })
+        let cache = Arc::new(BlockCache::new(BLOCK_CACHE_BYTES, &Registry::default()));
+        Ok(SegmentStore { root, footers: Arc::default(), cache })
+    }
+
+    /// Keeps up to `max_bytes` of decoded row blocks (0: none), counting on `registry`.
+    pub fn with_cache(mut self, max_bytes: usize, registry: &Registry) -> SegmentStore {
+        self.cache = Arc::new(BlockCache::new(max_bytes, registry));
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -396,21 +410,83 @@ impl SegmentStore {
     }
 
     /// Reads the rows at `rows` (file row numbers, ascending, no repeats) of a segment, in
-    /// that order. Only the pages holding them are decoded (page index + row selection).
+    /// that order. Only the pages holding them are decoded (page index + row selection), and
+    /// blocks read before come from the cache.
     pub fn read_rows(&self, rel: &str, rows: &[u64]) -> Result<RecordBatch, StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
         let (file, meta) = self.open_with_footer(rel)?;
         let schema = meta.schema().clone();
         let total = meta.metadata().file_metadata().num_rows() as usize;
-        let ranges = row_ranges(rows, total).map_err(|e| err(&e))?;
-        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
-            .with_row_selection(selection)
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| err(&e))?;
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
-        concat_batches(&schema, &batches).map_err(|e| err(&e))
+        row_ranges(rows, total).map_err(|e| err(&e))?;
+        if rows.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let block_of = |r: u64| (r / PAGE_ROWS as u64) as u32;
+        let block_range = |b: u32| (b as usize * PAGE_ROWS)..((b as usize + 1) * PAGE_ROWS).min(total);
+        let mut blocks: Vec<u32> = rows.iter().map(|r| block_of(*r)).collect();
+        blocks.dedup();
+        // Each block: cached, to be decoded whole and cached (its second read), or read only
+        // for the rows asked.
+        let mut sources: Vec<RecordBatch> = Vec::new();
+        let mut whole: HashMap<u32, usize> = HashMap::new();
+        let (mut decode, mut partial) = (Vec::new(), std::collections::HashSet::new());
+        for b in blocks {
+            if let Some(batch) = self.cache.get(rel, b) {
+                whole.insert(b, sources.len());
+                sources.push(batch);
+            } else if self.cache.admit(rel, b) {
+                decode.push(b);
+            } else {
+                partial.insert(b);
+            }
+        }
+        let read = |ranges: Vec<std::ops::Range<usize>>, file: File, meta: ArrowReaderMetadata| {
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+                .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), total))
+                .with_batch_size(8192)
+                .build()
+                .map_err(|e| err(&e))?;
+            let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
+            concat_batches(&schema, &batches).map_err(|e| err(&e))
+        };
+        if !decode.is_empty() {
+            let all = read(
+                decode.iter().map(|b| block_range(*b)).collect(),
+                file.try_clone().map_err(|e| err(&e))?,
+                meta.clone(),
+            )?;
+            let mut offset = 0;
+            for b in decode {
+                let len = block_range(b).len();
+                let block = all.slice(offset, len);
+                offset += len;
+                whole.insert(b, sources.len());
+                sources.push(block.clone());
+                self.cache.put(rel, b, block);
+            }
+        }
+        let asked: Vec<u64> = rows.iter().copied().filter(|r| partial.contains(&block_of(*r))).collect();
+        let partial_source = sources.len();
+        if !asked.is_empty() {
+            let ranges = row_ranges(&asked, total).map_err(|e| err(&e))?;
+            sources.push(read(ranges, file, meta)?);
+        }
+        let mut next_partial = 0;
+        let order: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|r| {
+                let b = block_of(*r);
+                match whole.get(&b) {
+                    Some(src) => (*src, *r as usize - b as usize * PAGE_ROWS),
+                    None => {
+                        next_partial += 1;
+                        (partial_source, next_partial - 1)
+                    }
+                }
+            })
+            .collect();
+        let refs: Vec<&RecordBatch> = sources.iter().collect();
+        arrow::compute::interleave_record_batch(&refs, &order).map_err(|e| err(&e))
     }
 
     /// Reads columns `columns` of the rows at `rows` (ascending, no repeats), in that order:
@@ -518,8 +594,12 @@ impl SegmentStore {
         let file = File::open(self.root.join(rel)).map_err(|e| err(&e))?;
         let cached = self.footers.lock().get(rel).cloned();
         let meta = match cached {
-            Some(m) => m,
+            Some(m) => {
+                self.cache.footer_hits.inc();
+                m
+            }
             None => {
+                self.cache.footer_misses.inc();
                 let m = ArrowReaderMetadata::load(
                     &file,
                     ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
@@ -536,9 +616,10 @@ impl SegmentStore {
         Ok((file, meta))
     }
 
-    /// Drops the cached footer of a removed segment.
+    /// Drops the cached footer and blocks of a removed segment.
     pub fn forget(&self, rel: &str) {
         self.footers.lock().remove(rel);
+        self.cache.forget(rel);
     }
 
     /// Opens a file under the root for reading (a segment's trace-ID index, say).

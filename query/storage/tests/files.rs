@@ -98,7 +98,8 @@ async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_o
 #[test]
 fn point_reads_return_exactly_the_rows_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SegmentStore::open(&dir.path().to_string_lossy()).unwrap();
+    let registry = tracelight_model::telemetry::Registry::default();
+    let store = SegmentStore::open(&dir.path().to_string_lossy()).unwrap().with_cache(8 << 20, &registry);
     let schema =
         Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, false)]));
     let n = 50_000i64;
@@ -121,13 +122,29 @@ fn point_reads_return_exactly_the_rows_asked_for() {
     store.put("t/x.parquet", &bytes).unwrap();
 
     let rows = [0u64, 1, 2, 999, 1000, 8191, 8192, 30_000, 49_999];
-    for _ in 0..2 {
-        // The second read uses the cached footer.
+    let series = |name: &str| -> u64 {
+        let text = registry.render();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+    };
+    // The first read decodes only the rows asked; the second decodes their blocks whole and
+    // keeps them; the third reads them from the cache. The answer is the same each time, and
+    // so is a read mixing cached blocks with new ones.
+    for round in 0..3 {
         let got = store.read_rows("t/x.parquet", &rows).unwrap();
         let col = got.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert_eq!(col.values().iter().map(|v| *v as u64).collect::<Vec<_>>(), rows);
-        assert_eq!(got.column(1).len(), rows.len());
+        assert_eq!(col.values().iter().map(|v| *v as u64).collect::<Vec<_>>(), rows, "round {round}");
+        let s = got.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(s.value(3), "row 999");
+        assert_eq!(series("tracelight_block_cache_hits_total"), if round == 2 { 5 } else { 0 }, "round {round}");
     }
+    assert_eq!(series("tracelight_block_cache_misses_total"), 10, "5 blocks, missed twice");
+    assert!(series("tracelight_block_cache_bytes") > 0);
+    let mixed = [5u64, 1001, 1500, 2047, 2048, 49_998];
+    let got = store.read_rows("t/x.parquet", &mixed).unwrap();
+    let col = got.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(col.values().iter().map(|v| *v as u64).collect::<Vec<_>>(), mixed);
+    store.forget("t/x.parquet");
+    assert_eq!(series("tracelight_block_cache_bytes"), 0, "a removed segment's blocks go");
     assert!(store.read_rows("t/x.parquet", &[5, 3]).is_err(), "row numbers must ascend");
     assert!(store.read_rows("t/x.parquet", &[50_000]).is_err(), "past the end");
     assert_eq!(store.read_rows("t/x.parquet", &[]).unwrap().num_rows(), 0);
