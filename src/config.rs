@@ -227,9 +227,9 @@ pub struct QuerySection {
     /// Bytes (as JSON) a SQL result returns at most; rows past it are cut (the response says
     /// so), and a single row over it is an error.
     pub max_result_bytes: usize,
-    /// Decoded segment row blocks kept for reads that come back (search hits, trace rows);
-    /// 0 turns the cache off.
-    pub block_cache_bytes: usize,
+    /// Decoded segment rows kept for reads that come back (search hits a dashboard refreshes,
+    /// a page a user returns to); 0 turns the cache off.
+    pub row_cache_bytes: usize,
     /// Threads of the query pool (kept apart from ingest).
     pub threads: usize,
     /// Widest time range of a trace search, log search or services query.
@@ -354,7 +354,7 @@ impl Default for WalSection {
 
 impl Default for HeadSection {
     fn default() -> Self {
-        HeadSection { max_bytes: 512 << 20, flush_interval: "5s".into(), flush_rows: 1_000_000, max_partitions: 1024 }
+        HeadSection { max_bytes: 256 << 20, flush_interval: "5s".into(), flush_rows: 1_000_000, max_partitions: 1024 }
     }
 }
 
@@ -365,7 +365,7 @@ impl Default for QuerySection {
             memory_limit_bytes: 1 << 30,
             max_result_rows: 10_000,
             max_result_bytes: 16 << 20,
-            block_cache_bytes: tracelight_storage::segment::BLOCK_CACHE_BYTES,
+            row_cache_bytes: tracelight_storage::segment::ROW_CACHE_BYTES,
             threads: 2,
             max_search_range: "7d".into(),
             max_page: 1_000,

@@ -61,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "catalog migrated");
     }
-    let store = SegmentStore::open(&config.storage_url())?.with_cache(config.query.block_cache_bytes, &registry);
+    let store = SegmentStore::open(&config.storage_url())?.with_cache(config.query.row_cache_bytes, &registry);
     let orphans = tracelight_storage::remove_orphans(&catalog, &store, &config.node_id).await?;
 
     let head = Arc::new(Head::new(

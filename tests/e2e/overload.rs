@@ -161,7 +161,7 @@ fn proc_bytes(pid: u32, field: &str) -> u64 {
 async fn sixty_seconds_of_full_ingest_stay_under_the_configured_memory_bound() {
     const HEAD: u64 = 96 << 20;
     const RECEIVING: u64 = 32 << 20;
-    const FIXED: u64 = 256 << 20;
+    const FIXED: u64 = 320 << 20;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),

@@ -115,8 +115,12 @@ pub fn space_usage(dirs: &[std::path::PathBuf]) -> Result<Vec<(String, u64)>, In
                         u.total().get_bytes();
                 }
             }
-            *sums.entry("store and other".into()).or_default() +=
-                seg.store().total().get_bytes() + seg.deletes().get_bytes() + seg.fieldnorms().total().get_bytes();
+            for (field, u) in seg.fieldnorms().fields() {
+                *sums.entry(format!("field norms of {}", schema.get_field_name(*field))).or_default() +=
+                    u.total().get_bytes();
+            }
+            *sums.entry("document store".into()).or_default() += seg.store().total().get_bytes();
+            *sums.entry("deletes".into()).or_default() += seg.deletes().get_bytes();
         }
     }
     let mut out: Vec<(String, u64)> = sums.into_iter().filter(|(_, b)| *b > 0).collect();

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::AsArray;
 use arrow::compute::concat_batches;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
@@ -434,19 +433,21 @@ fn runs(segments: Vec<SegmentMeta>, c: &CompactionConfig, at_least: usize) -> Ve
     out
 }
 
-/// One input of a merge: a stream of its blocks and the position in the current one.
+/// One input of a merge: a stream of its blocks, the position in the current one, and the
+/// order keys of the current block's rows ([`segment::row_keys`]).
 struct Cursor {
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
+    keys: Vec<Vec<u8>>,
     pos: usize,
-    service: usize,
+    signal: Signal,
 }
 
 impl Cursor {
-    /// The service of the next row, `None` at the end.
-    fn service(&self) -> Option<&str> {
-        let b = self.batch.as_ref()?;
-        Some(b.column(self.service).as_string::<i32>().value(self.pos))
+    /// The order key of the next row, `None` at the end.
+    fn key(&self) -> Option<&[u8]> {
+        self.batch.as_ref()?;
+        self.keys.get(self.pos).map(Vec::as_slice)
     }
 
     /// Moves to the next non-empty block once the current one is used up.
@@ -454,11 +455,14 @@ impl Cursor {
         while self.batch.as_ref().is_none_or(|b| self.pos >= b.num_rows()) {
             match self.reader.next() {
                 Some(b) => {
-                    self.batch = Some(b.map_err(|e| StorageError::SegmentRead(format!("{path}: {e}")))?);
+                    let b = b.map_err(|e| StorageError::SegmentRead(format!("{path}: {e}")))?;
+                    self.keys = segment::row_keys(self.signal, &b);
+                    self.batch = Some(b);
                     self.pos = 0;
                 }
                 None => {
                     self.batch = None;
+                    self.keys.clear();
                     return Ok(());
                 }
             }
@@ -467,8 +471,9 @@ impl Cursor {
     }
 }
 
-/// Writes the rows of `inputs` to `out` grouped by service (in service order), each service's
-/// rows in input order: the order a flush writes, so pages prune as well as a flush's do.
+/// Writes the rows of `inputs` to `out` in the order a flush writes (spans and logs grouped by
+/// service, each service's rows in input order; metric points by series and time), a k-way
+/// merge of the inputs' order keys, so pages prune as well as a flush's do.
 /// Builds the trace-ID and full-text indexes from the same blocks. Returns what was written,
 /// the Parquet bytes and the index bytes; `None` when an input has another schema (written by
 /// an older version; it stays as it is).
@@ -488,8 +493,7 @@ fn merge_files(
             tracing::info!(segment = %s.path, "not merged: written with an older schema");
             return Ok(None);
         }
-        let service = schema.index_of("service_name").map_err(|e| StorageError::SegmentRead(e.to_string()))?;
-        let mut c = Cursor { reader, batch: None, pos: 0, service };
+        let mut c = Cursor { reader, batch: None, keys: Vec::new(), pos: 0, signal };
         c.refill(&s.path)?;
         cursors.push(c);
     }
@@ -515,24 +519,28 @@ fn merge_files(
                 if stop.load(Ordering::Relaxed) {
                     return Err(StorageError::SegmentWrite("compaction stopped by shutdown".into()));
                 }
-                let Some(min) = cursors.iter().filter_map(Cursor::service).min().map(str::to_owned) else { break };
-                for (c, s) in cursors.iter_mut().zip(inputs) {
-                    while c.service() == Some(min.as_str()) {
-                        let b = c.batch.as_ref().expect("a service means a block");
-                        let col = b.column(c.service).as_string::<i32>();
-                        let mut end = c.pos;
-                        while end < b.num_rows() && col.value(end) == min {
-                            end += 1;
-                        }
-                        pending.push(b.slice(c.pos, end - c.pos));
-                        pending_rows += end - c.pos;
-                        c.pos = end;
-                        c.refill(&s.path)?;
-                        if pending_rows >= 8 * PAGE_ROWS {
-                            emit(&mut pending, &mut w)?;
-                            pending_rows = 0;
-                        }
-                    }
+                // The input whose next row comes first (ties: the earlier input), and the
+                // first row of any other input: everything of the first before that goes now.
+                let mut heads: Vec<(&[u8], usize)> =
+                    cursors.iter().enumerate().filter_map(|(i, c)| c.key().map(|k| (k, i))).collect();
+                heads.sort_unstable();
+                let Some(&(_, ci)) = heads.first() else { break };
+                let bound: Option<(Vec<u8>, usize)> = heads.get(1).map(|(k, i)| (k.to_vec(), *i));
+                let c = &mut cursors[ci];
+                let b = c.batch.as_ref().expect("a key means a block");
+                let mut end = c.pos + 1;
+                while end < b.num_rows()
+                    && bound.as_ref().is_none_or(|(bk, bi)| (c.keys[end].as_slice(), ci) < (bk.as_slice(), *bi))
+                {
+                    end += 1;
+                }
+                pending.push(b.slice(c.pos, end - c.pos));
+                pending_rows += end - c.pos;
+                c.pos = end;
+                c.refill(&inputs[ci].path)?;
+                if pending_rows >= 8 * PAGE_ROWS {
+                    emit(&mut pending, &mut w)?;
+                    pending_rows = 0;
                 }
             }
             emit(&mut pending, &mut w)?;

@@ -67,7 +67,7 @@ pub struct HeadConfig {
 
 impl Default for HeadConfig {
     fn default() -> Self {
-        HeadConfig { max_bytes: 512 << 20, flush_rows: 1_000_000, max_partitions: DEFAULT_MAX_PARTITIONS }
+        HeadConfig { max_bytes: 256 << 20, flush_rows: 1_000_000, max_partitions: DEFAULT_MAX_PARTITIONS }
     }
 }
 

@@ -24,7 +24,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tracelight_model::Signal;
 
-use crate::cache::BlockCache;
+use crate::cache::RowCache;
 use crate::error::StorageError;
 use crate::headbatch::HeadBatch;
 use tracelight_model::telemetry::Registry;
@@ -69,6 +69,9 @@ pub fn encode_partition(
     batches: &[HeadBatch],
     mut each: impl FnMut(&RecordBatch, u64) -> Result<(), StorageError>,
 ) -> Result<EncodedSegment, StorageError> {
+    if signal == Signal::Metrics {
+        return encode_series(batches, each);
+    }
     // (service, batch, rows) for every run of one service, ordered by service then arrival.
     let mut pieces: Vec<(&str, usize, std::ops::Range<usize>)> = Vec::new();
     let services: Vec<_> = batches.iter().map(|b| b.rows().column_by_name("service_name").cloned()).collect();
@@ -90,6 +93,92 @@ pub fn encode_partition(
     }
     let (bytes, summary) = w.finish()?;
     Ok(EncodedSegment { bytes, rows: summary.rows, min_time_ns: summary.min_time_ns, max_time_ns: summary.max_time_ns })
+}
+
+/// Metric points sorted by series (service, metric name, attributes and resource) and time:
+/// a series' points lie together, so its attribute maps repeat in runs that the dictionary
+/// and run-length encodings shrink to almost nothing, its times are regular steps that delta
+/// encoding stores in a few bits, and a query for one metric reads only the pages of its
+/// series (page statistics on `name`). Metrics arrive at a far lower rate than spans and logs,
+/// so the one sorted copy this takes is cheap.
+fn encode_series(
+    batches: &[HeadBatch],
+    mut each: impl FnMut(&RecordBatch, u64) -> Result<(), StorageError>,
+) -> Result<EncodedSegment, StorageError> {
+    let signal = Signal::Metrics;
+    let werr = |e: &dyn std::fmt::Display| StorageError::SegmentWrite(e.to_string());
+    let full: Vec<RecordBatch> = batches.iter().map(|b| b.project(None)).collect();
+    let all = concat_batches(&signal.schema(), &full).map_err(|e| werr(&e))?;
+    drop(full);
+    let keys = row_keys(signal, &all);
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    // Stable: points of one series at one time keep their arrival order.
+    order.sort_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
+    drop(keys);
+    let sorted =
+        arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(order)).map_err(|e| werr(&e))?;
+    drop(all);
+    let mut w = SegmentWriter::new(signal, Vec::new())?;
+    let step = 8 * PAGE_ROWS;
+    for offset in (0..sorted.num_rows()).step_by(step) {
+        let rows = sorted.slice(offset, step.min(sorted.num_rows() - offset));
+        let first = w.write(&rows)?;
+        each(&rows, first)?;
+    }
+    let (bytes, summary) = w.finish()?;
+    Ok(EncodedSegment { bytes, rows: summary.rows, min_time_ns: summary.min_time_ns, max_time_ns: summary.max_time_ns })
+}
+
+/// The order a segment's rows are written in, as byte strings that compare as the order does:
+/// spans and logs by service (then arrival, which the caller keeps); metric points by series
+/// and time (service, name, a hash of the point's attributes and resource, time).
+pub fn row_keys(signal: Signal, batch: &RecordBatch) -> Vec<Vec<u8>> {
+    let n = batch.num_rows();
+    let strings = |name: &str| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
+    let service = strings("service_name");
+    fn text(a: &Option<arrow::array::StringArray>, i: usize) -> &[u8] {
+        a.as_ref().filter(|a| a.is_valid(i)).map_or(&[][..], |a| a.value(i).as_bytes())
+    }
+    if signal != Signal::Metrics {
+        return (0..n).map(|i| text(&service, i).to_vec()).collect();
+    }
+    let name = strings("name");
+    let maps: Vec<Option<arrow::array::MapArray>> = ["attributes", "resource_attributes"]
+        .iter()
+        .map(|c| batch.column_by_name(c).and_then(|c| c.as_map_opt().cloned()))
+        .collect();
+    let times = batch
+        .column_by_name("time")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>().cloned());
+    (0..n)
+        .map(|i| {
+            use std::hash::Hasher;
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(0x7472_6163_656c_6967, 0x6874_2073_6572_6965);
+            for m in maps.iter().flatten() {
+                if m.is_valid(i) {
+                    let entries = m.value(i);
+                    let (k, v) = (entries.column(0).as_string::<i32>(), entries.column(1).as_string::<i32>());
+                    for j in 0..k.len() {
+                        h.write(k.value(j).as_bytes());
+                        h.write_u8(0xff);
+                        h.write(if v.is_valid(j) { v.value(j).as_bytes() } else { &[] });
+                        h.write_u8(0xfe);
+                    }
+                }
+                h.write_u8(0xfd);
+            }
+            let mut key = Vec::with_capacity(40);
+            key.extend_from_slice(text(&service, i));
+            key.push(0);
+            key.extend_from_slice(text(&name, i));
+            key.push(0);
+            key.extend_from_slice(&h.finish().to_be_bytes());
+            // Sign flipped, so negative times sort before positive ones as bytes.
+            let t = times.as_ref().map_or(0, |t| t.value(i));
+            key.extend_from_slice(&((t as u64) ^ (1 << 63)).to_be_bytes());
+            key
+        })
+        .collect()
 }
 
 /// Rows and time range of a written segment.
@@ -186,6 +275,22 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
                 .set_column_dictionary_enabled(c.into(), false);
         }
     }
+    // Metric values: the bytes of each float position apart (sign and exponent bytes of a
+    // series' values are nearly constant and compress away), no dictionary attempt.
+    for c in ["value", "sum", "min", "max"] {
+        if schema.field_with_name(c).is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Float64) {
+            props = props
+                .set_column_dictionary_enabled(c.into(), false)
+                .set_column_encoding(c.into(), Encoding::BYTE_STREAM_SPLIT);
+        }
+    }
+    for c in ["value_int", "count"] {
+        if has(c) {
+            props = props
+                .set_column_dictionary_enabled(c.into(), false)
+                .set_column_encoding(c.into(), Encoding::DELTA_BINARY_PACKED);
+        }
+    }
     if has("trace_id") {
         props = props
             .set_column_bloom_filter_enabled("trace_id".into(), true)
@@ -240,8 +345,8 @@ pub struct SegmentStore {
     /// Parsed footers (with page indexes) of recently read segments: segments never change,
     /// and a point read should not parse the footer again.
     footers: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
-    /// Decoded row blocks that reads come back to.
-    cache: Arc<BlockCache>,
+    /// Decoded rows that reads come back to.
+    cache: Arc<RowCache>,
 }
 
 impl std::fmt::Debug for SegmentStore {
@@ -258,8 +363,8 @@ pub fn index_dir(segment_path: &str) -> String {
 /// At most this many parsed footers are kept.
 const FOOTER_CACHE: usize = 1024;
 
-/// Decoded blocks kept by default (`query.block_cache_bytes`).
-pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// Decoded rows kept by default (`query.row_cache_bytes`).
+pub const ROW_CACHE_BYTES: usize = 64 << 20;
 
 impl SegmentStore {
     /// Opens `file://PATH` (or a plain path), creating the directory.
@@ -278,13 +383,13 @@ impl SegmentStore {
             .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
         let root =
             root.canonicalize().map_err(|e| StorageError::Config(format!("cannot resolve {}: {e}", root.display())))?;
-        let cache = Arc::new(BlockCache::new(BLOCK_CACHE_BYTES, &Registry::default()));
+        let cache = Arc::new(RowCache::new(ROW_CACHE_BYTES, &Registry::default()));
         Ok(SegmentStore { root, footers: Arc::default(), cache })
     }
 
-    /// Keeps up to `max_bytes` of decoded row blocks (0: none), counting on `registry`.
+    /// Keeps up to `max_bytes` of decoded rows (0: none), counting on `registry`.
     pub fn with_cache(mut self, max_bytes: usize, registry: &Registry) -> SegmentStore {
-        self.cache = Arc::new(BlockCache::new(max_bytes, registry));
+        self.cache = Arc::new(RowCache::new(max_bytes, registry));
         self
     }
 
@@ -410,81 +515,55 @@ impl SegmentStore {
     }
 
     /// Reads the rows at `rows` (file row numbers, ascending, no repeats) of a segment, in
-    /// that order. Only the pages holding them are decoded (page index + row selection), and
-    /// blocks read before come from the cache.
+    /// that order. Rows read before come from the cache; for the others only the pages holding
+    /// them are decoded (page index + row selection).
     pub fn read_rows(&self, rel: &str, rows: &[u64]) -> Result<RecordBatch, StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
         let (file, meta) = self.open_with_footer(rel)?;
         let schema = meta.schema().clone();
         let total = meta.metadata().file_metadata().num_rows() as usize;
         row_ranges(rows, total).map_err(|e| err(&e))?;
-        if rows.is_empty() {
-            return Ok(RecordBatch::new_empty(schema));
-        }
-        let block_of = |r: u64| (r / PAGE_ROWS as u64) as u32;
-        let block_range = |b: u32| (b as usize * PAGE_ROWS)..((b as usize + 1) * PAGE_ROWS).min(total);
-        let mut blocks: Vec<u32> = rows.iter().map(|r| block_of(*r)).collect();
-        blocks.dedup();
-        // Each block: cached, to be decoded whole and cached (its second read), or read only
-        // for the rows asked.
         let mut sources: Vec<RecordBatch> = Vec::new();
-        let mut whole: HashMap<u32, usize> = HashMap::new();
-        let (mut decode, mut partial) = (Vec::new(), std::collections::HashSet::new());
-        for b in blocks {
-            if let Some(batch) = self.cache.get(rel, b) {
-                whole.insert(b, sources.len());
-                sources.push(batch);
-            } else if self.cache.admit(rel, b) {
-                decode.push(b);
-            } else {
-                partial.insert(b);
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+        let mut missing: Vec<u64> = Vec::new();
+        for &r in rows {
+            match self.cache.get(rel, r) {
+                Some(b) => {
+                    order.push((sources.len(), 0));
+                    sources.push(b);
+                }
+                None => {
+                    // Filled in below, from the batch of missing rows.
+                    order.push((usize::MAX, missing.len()));
+                    missing.push(r);
+                }
             }
         }
-        let read = |ranges: Vec<std::ops::Range<usize>>, file: File, meta: ArrowReaderMetadata| {
+        if !missing.is_empty() {
+            let ranges = row_ranges(&missing, total).map_err(|e| err(&e))?;
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
                 .with_row_selection(RowSelection::from_consecutive_ranges(ranges.into_iter(), total))
                 .with_batch_size(8192)
                 .build()
                 .map_err(|e| err(&e))?;
             let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
-            concat_batches(&schema, &batches).map_err(|e| err(&e))
-        };
-        if !decode.is_empty() {
-            let all = read(
-                decode.iter().map(|b| block_range(*b)).collect(),
-                file.try_clone().map_err(|e| err(&e))?,
-                meta.clone(),
-            )?;
-            let mut offset = 0;
-            for b in decode {
-                let len = block_range(b).len();
-                let block = all.slice(offset, len);
-                offset += len;
-                whole.insert(b, sources.len());
-                sources.push(block.clone());
-                self.cache.put(rel, b, block);
+            let read = concat_batches(&schema, &batches).map_err(|e| err(&e))?;
+            let path: Arc<str> = Arc::from(rel);
+            for (j, r) in missing.iter().enumerate().take(read.num_rows()) {
+                // A copy that owns its buffers: a slice would keep the whole batch alive.
+                let one = arrow::compute::take_record_batch(&read, &arrow::array::UInt32Array::from(vec![j as u32]))
+                    .map_err(|e| err(&e))?;
+                self.cache.put(&path, *r, one);
+            }
+            let at = sources.len();
+            sources.push(read);
+            for o in order.iter_mut().filter(|o| o.0 == usize::MAX) {
+                o.0 = at;
             }
         }
-        let asked: Vec<u64> = rows.iter().copied().filter(|r| partial.contains(&block_of(*r))).collect();
-        let partial_source = sources.len();
-        if !asked.is_empty() {
-            let ranges = row_ranges(&asked, total).map_err(|e| err(&e))?;
-            sources.push(read(ranges, file, meta)?);
+        if order.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
         }
-        let mut next_partial = 0;
-        let order: Vec<(usize, usize)> = rows
-            .iter()
-            .map(|r| {
-                let b = block_of(*r);
-                match whole.get(&b) {
-                    Some(src) => (*src, *r as usize - b as usize * PAGE_ROWS),
-                    None => {
-                        next_partial += 1;
-                        (partial_source, next_partial - 1)
-                    }
-                }
-            })
-            .collect();
         let refs: Vec<&RecordBatch> = sources.iter().collect();
         arrow::compute::interleave_record_batch(&refs, &order).map_err(|e| err(&e))
     }
@@ -616,7 +695,7 @@ impl SegmentStore {
         Ok((file, meta))
     }
 
-    /// Drops the cached footer and blocks of a removed segment.
+    /// Drops the cached footer and rows of a removed segment.
     pub fn forget(&self, rel: &str) {
         self.footers.lock().remove(rel);
         self.cache.forget(rel);

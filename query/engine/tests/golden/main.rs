@@ -342,6 +342,8 @@ struct Fixture {
     engine: Engine,
     head: Arc<Head>,
     flusher: Flusher,
+    catalog: Catalog,
+    store: SegmentStore,
 }
 
 impl Fixture {
@@ -367,8 +369,9 @@ impl Fixture {
         )
         .with_indexer(Arc::new(SegmentIndexBuilder));
         let engine =
-            Engine::new(catalog, head.clone(), store, "n1".into(), EngineConfig::default(), &registry).unwrap();
-        Fixture { _dir: dir, engine, head, flusher }
+            Engine::new(catalog.clone(), head.clone(), store.clone(), "n1".into(), EngineConfig::default(), &registry)
+                .unwrap();
+        Fixture { _dir: dir, engine, head, flusher, catalog, store }
     }
 }
 

@@ -99,7 +99,27 @@ async fn metric_charts_aggregate_stored_points_per_bucket() {
             fx.flusher.flush_once().await.unwrap();
         }
     }
-    let engine = &fx.engine;
+    check_charts(&fx.engine).await;
+    // The same answers from one compacted segment: metric points are written sorted by series
+    // and time, and merged in that order.
+    fx.flusher.flush_once().await.unwrap();
+    let registry = tracelight_model::telemetry::Registry::default();
+    let config = tracelight_storage::CompactionConfig {
+        min_age: std::time::Duration::ZERO,
+        min_inputs: 2,
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let compactor =
+        tracelight_storage::Compactor::new(fx.catalog.clone(), fx.store.clone(), "n1".into(), config, &registry);
+    assert_eq!(compactor.compact_once().await.unwrap().merges, 1);
+    let segments =
+        fx.catalog.segments(&Tenant::default(), tracelight_model::Signal::Metrics, None, None).await.unwrap();
+    assert_eq!(segments.len(), 1);
+    check_charts(&fx.engine).await;
+}
+
+async fn check_charts(engine: &tracelight_engine::Engine) {
     let (start, end) = (T0 + MIN, T0 + 11 * MIN);
     let catalog = engine.metric_catalog(&Tenant::default(), start, end).await.unwrap();
     let names: Vec<(&str, &str, bool)> =
