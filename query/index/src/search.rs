@@ -145,6 +145,9 @@ pub struct IndexSearch {
     syntax: LogSyntax,
     fields: Fields,
     searchers: Mutex<HashMap<String, Searcher>>,
+    /// Per segment index: whether its documents are the segment's rows in order (see
+    /// [`SegmentRows::docs_of_rows`]), checked once.
+    in_row_order: Mutex<HashMap<String, bool>>,
     head_index: HeadIndex,
 }
 
@@ -160,6 +163,7 @@ impl IndexSearch {
             syntax,
             fields,
             searchers: Mutex::default(),
+            in_row_order: Mutex::default(),
             head_index: HeadIndex::default(),
         }
     }
@@ -236,6 +240,12 @@ impl LogSyntax {
         }
         check_operators(q).map_err(|e| invalid(&e))?;
         let root = verify::build(&parser, &self.words, lift_negations(ast)).map_err(|e| invalid(&e))?;
+        if let Some(n) = root.as_ref().map(verify::phrases).filter(|n| *n > verify::MAX_PHRASES) {
+            return Err(invalid(&format_args!(
+                "{n} phrase checks (a bare phrase counts twice: body and attribute values); a query may hold at most {}",
+                verify::MAX_PHRASES
+            )));
+        }
         // A query of no words at all (`"!!"`) finds nothing, as tantivy's parser has it.
         Ok(LogQuery::new(root.unwrap_or_else(verify::nothing), self.words.clone()))
     }
@@ -295,6 +305,7 @@ impl IndexSearch {
     /// Forgets the cached searcher of a deleted segment (retention).
     pub fn forget(&self, segment_path: &str) {
         self.searchers.lock().remove(segment_path);
+        self.in_row_order.lock().remove(segment_path);
     }
 
     /// Segments of `signal` in `[start, end)` that are not also in the head, newest first.
@@ -355,7 +366,8 @@ impl IndexSearch {
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            let compiled = query.compile(&searcher, &SegmentRows { store: &self.store, seg })?;
+            let compiled =
+                query.compile(&searcher, &SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order })?;
             let top = searcher.search(
                 compiled.as_ref(),
                 &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc),
@@ -413,7 +425,8 @@ impl IndexSearch {
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            let compiled = query.compile(&searcher, &SegmentRows { store: &self.store, seg })?;
+            let compiled =
+                query.compile(&searcher, &SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order })?;
             for (c, n) in counts.iter_mut().zip(searcher.search(compiled.as_ref(), buckets)?) {
                 *c += n;
             }
@@ -579,25 +592,38 @@ impl IndexSearch {
 struct SegmentRows<'a> {
     store: &'a SegmentStore,
     seg: &'a SegmentMeta,
+    in_row_order: &'a Mutex<HashMap<String, bool>>,
 }
 
 /// Rows read per batch when checking phrases.
 const CHECK_ROWS: usize = 8192;
 
 impl SegmentRows<'_> {
-    /// The documents of `rows` (ascending). An index built from a segment in one piece has its
-    /// rows as documents in order; any other is mapped through the `row` fast field.
+    /// The documents of `rows` (ascending). A segment's index holds its rows as documents in
+    /// order when it has one tantivy segment that was never merged; whether it does is checked
+    /// on the whole `row` column once (a merge of tantivy segments reorders them). Any other
+    /// index is mapped through the `row` fast field.
     fn docs_of_rows(&self, searcher: &Searcher, rows: &[u64]) -> Result<Vec<DocAddress>, IndexError> {
-        if let [reader] = searcher.segment_readers() {
-            let max = reader.max_doc();
-            let col = reader.fast_fields().u64("row")?;
-            if reader.num_deleted_docs() == 0
-                && max as u64 == self.seg.rows
-                && col.first(0) == Some(0)
-                && col.first(max.saturating_sub(1)) == Some(max.saturating_sub(1) as u64)
-            {
-                return Ok(rows.iter().map(|r| DocAddress::new(0, *r as u32)).collect());
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cached = self.in_row_order.lock().get(&self.seg.path).copied();
+        let in_order = match cached {
+            Some(v) => v,
+            None => {
+                let v = match searcher.segment_readers() {
+                    [reader] if reader.num_deleted_docs() == 0 && reader.max_doc() as u64 == self.seg.rows => {
+                        let col = reader.fast_fields().u64("row")?;
+                        (0..reader.max_doc()).all(|d| col.first(d) == Some(d as u64))
+                    }
+                    _ => false,
+                };
+                self.in_row_order.lock().insert(self.seg.path.clone(), v);
+                v
             }
+        };
+        if in_order {
+            return Ok(rows.iter().map(|r| DocAddress::new(0, *r as u32)).collect());
         }
         let mut out = Vec::new();
         for (ord, reader) in searcher.segment_readers().iter().enumerate() {

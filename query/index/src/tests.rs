@@ -547,3 +547,34 @@ async fn phrases_and_attribute_searches_answer_as_an_index_with_positions_does()
     let r = head.search.logs(&Tenant::default(), &LogSearch { q: "\"a b\"~99".into(), ..everything() }).await;
     assert!(matches!(r, Err(IndexError::Invalid(m)) if m.contains("at most")));
 }
+
+#[tokio::test]
+async fn phrase_checks_are_bounded_whatever_the_text_and_the_slop() {
+    // Found in review: the slop check was a search over placements without memory, so a
+    // phrase of many repeated words with ~16 over text of one repeated word took hours.
+    let body = "a ".repeat(5000);
+    let mut fx = Fixture::new().await;
+    fx.put(&[("svc", 1, 9, body.as_str(), &[], 0)]);
+    fx.flusher.flush_once().await.unwrap();
+    fx.put(&[("svc", 2, 9, body.as_str(), &[], 0)]);
+    let words = vec!["a"; 40].join(" ");
+    let started = std::time::Instant::now();
+    for q in [format!("\"{words} b\"~16"), format!("\"{words}\"~16"), format!("\"{words} a\"")] {
+        let r = fx.search.logs(&Tenant::default(), &LogSearch { q: q.clone(), ..everything() }).await;
+        match r {
+            Ok((b, _)) => assert_eq!(b.num_rows(), if q.contains(" b\"") { 0 } else { 2 }, "{q}"),
+            Err(IndexError::Invalid(m)) => assert!(m.contains("takes more than"), "{m}"),
+            Err(e) => panic!("{q}: {e}"),
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "bounded work: {:?}", started.elapsed());
+    // Too many phrases, or too many words in one, are refused before any work.
+    let many = (0..17).map(|i| format!("\"x{i} y\"")).collect::<Vec<_>>().join(" OR ");
+    let long = format!("\"{}\"", vec!["w"; 65].join(" "));
+    for q in [many, long] {
+        match fx.search.logs(&Tenant::default(), &LogSearch { q: q.clone(), ..everything() }).await {
+            Err(IndexError::Invalid(m)) => assert!(m.contains("at most"), "{m}"),
+            other => panic!("{q}: expected Invalid, got {:?}", other.map(|(b, _)| b.num_rows())),
+        }
+    }
+}

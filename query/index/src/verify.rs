@@ -35,6 +35,20 @@ use crate::IndexError;
 
 /// Largest `~N` a phrase may carry (the check tries each placement within it).
 pub const MAX_SLOP: u32 = 16;
+/// Most words of one phrase.
+pub const MAX_PHRASE_WORDS: usize = 64;
+/// Most phrase checks of one query (a bare phrase is checked in two fields: body and
+/// attribute values), each looked up and checked on its own, per index.
+pub const MAX_PHRASES: usize = 32;
+
+/// Phrase checks in a tree.
+pub fn phrases(node: &Node) -> usize {
+    match node {
+        Node::Clause(items) => items.iter().map(|(_, n)| phrases(n)).sum(),
+        Node::Phrase(_) => 1,
+        Node::Index(_) | Node::Trace(_) => 0,
+    }
+}
 
 /// Which text of a row a phrase is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,38 +74,47 @@ pub struct Phrase {
 }
 
 impl Phrase {
-    /// Whether `text` holds the phrase.
-    pub fn matches(&self, analyzer: &mut TextAnalyzer, text: &str) -> bool {
+    /// Whether `text` holds the phrase. Every token looked at is taken from `budget`; `None`
+    /// once it runs out (the check is linear in the tokens per word for an exact phrase and
+    /// at most `2 × slop + 1` times that with a slop, but the text and the phrase both come
+    /// from clients).
+    pub fn matches(&self, analyzer: &mut TextAnalyzer, text: &str, budget: &mut u64) -> Option<bool> {
         let mut tokens: Vec<(usize, String)> = Vec::new();
         analyzer.token_stream(text).process(&mut |t| tokens.push((t.position, t.text.clone())));
+        *budget = budget.checked_sub(tokens.len() as u64)?;
         let last = self.words.len() - 1;
         let word_matches = |k: usize, token: &str| {
             let w = &self.words[k].1;
             if self.prefix && k == last { token.starts_with(w.as_str()) } else { token == w }
         };
-        // Positions ascend in a token stream: find the token at a position by binary search.
-        let at = |pos: usize| tokens.binary_search_by_key(&pos, |t| t.0).ok().map(|i| tokens[i].1.as_str());
-        fn rest<'t>(
-            k: usize,
-            prev: usize,
-            slack: u32,
-            words: &[(usize, String)],
-            at: &dyn Fn(usize) -> Option<&'t str>,
-            word_matches: &dyn Fn(usize, &str) -> bool,
-        ) -> bool {
-            if k == words.len() {
-                return true;
+        // Dynamic programming over the words, as tantivy's phrase scorer measures slop: each
+        // word's position less its place in the phrase may differ from the previous word's by
+        // the slop left, in either direction. A layer holds, for each position the current
+        // word can be at, the least slop spent to get there (positions ascend).
+        let mut layer: Vec<(usize, u32)> =
+            tokens.iter().filter(|(_, t)| word_matches(0, t)).map(|(p, _)| (*p, 0)).collect();
+        for k in 1..self.words.len() {
+            if layer.is_empty() {
+                return Some(false);
             }
-            // As tantivy measures it: each word's position less its place in the phrase may
-            // differ from the previous word's by at most the slop left, in either direction.
-            let expected = prev + (words[k].0 - words[k - 1].0);
-            let slack = slack as usize;
-            (expected.saturating_sub(slack)..=expected + slack).any(|pos| {
-                at(pos).is_some_and(|t| word_matches(k, t))
-                    && rest(k + 1, pos, (slack - pos.abs_diff(expected)) as u32, words, at, word_matches)
-            })
+            let gap = self.words[k].0 - self.words[k - 1].0;
+            let mut next: Vec<(usize, u32)> = Vec::new();
+            for &(p, spent) in &layer {
+                let slack = (self.slop - spent) as usize;
+                let expected = p + gap;
+                let from = tokens.partition_point(|t| t.0 < expected.saturating_sub(slack));
+                for (q, t) in tokens[from..].iter().take_while(|t| t.0 <= expected + slack) {
+                    *budget = budget.checked_sub(1)?;
+                    if word_matches(k, t) {
+                        next.push((*q, spent + q.abs_diff(expected) as u32));
+                    }
+                }
+            }
+            next.sort_unstable();
+            next.dedup_by_key(|(q, _)| *q);
+            layer = next;
         }
-        tokens.iter().any(|(pos, t)| word_matches(0, t) && rest(1, *pos, self.slop, &self.words, &at, &word_matches))
+        Some(!layer.is_empty())
     }
 }
 
@@ -141,7 +164,22 @@ impl LogQuery {
     /// The query for one index: phrases and traces resolved against its rows.
     pub fn compile(&self, searcher: &Searcher, rows: &dyn Rows) -> Result<Box<dyn Query>, IndexError> {
         let mut analyzer = self.analyzer.clone();
-        compile(&self.root, searcher, rows, &mut analyzer)
+        // What the whole query requires anyway (time range, services, severities) narrows the
+        // rows a phrase is checked against: on rows where it holds, the narrowed leaf is the
+        // same, and elsewhere the query fails regardless.
+        let required: Vec<Box<dyn Query>> = match &self.root {
+            Node::Clause(items) => items
+                .iter()
+                .filter_map(|(o, n)| match (o, n) {
+                    (Occur::Must, Node::Index(q)) => Some(q.box_clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut budget = CHECK_BUDGET;
+        let mut cx = Compile { searcher, rows, analyzer: &mut analyzer, required: &required, budget: &mut budget };
+        compile(&self.root, &mut cx)
     }
 
     /// This query and every clause of `more` (all required).
@@ -155,34 +193,59 @@ impl LogQuery {
     }
 }
 
-fn compile(
-    node: &Node,
-    searcher: &Searcher,
-    rows: &dyn Rows,
-    analyzer: &mut TextAnalyzer,
-) -> Result<Box<dyn Query>, IndexError> {
+/// Tokens a query's phrase checks may look at in one index (tokenizing the candidates' text
+/// and matching them): a few tens of milliseconds of work.
+pub const CHECK_BUDGET: u64 = 50_000_000;
+
+struct Compile<'a> {
+    searcher: &'a Searcher,
+    rows: &'a dyn Rows,
+    analyzer: &'a mut TextAnalyzer,
+    required: &'a [Box<dyn Query>],
+    budget: &'a mut u64,
+}
+
+fn compile(node: &Node, cx: &mut Compile<'_>) -> Result<Box<dyn Query>, IndexError> {
     Ok(match node {
         Node::Index(q) => q.box_clone(),
         Node::Clause(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (occur, n) in items {
-                out.push((*occur, compile(n, searcher, rows, analyzer)?));
+                out.push((*occur, compile(n, cx)?));
             }
             Box::new(BooleanQuery::new(out))
         }
         Node::Phrase(p) => {
+            let candidates: Box<dyn Query> = if cx.required.is_empty() {
+                p.candidates.box_clone()
+            } else {
+                let mut all = vec![(Occur::Must, p.candidates.box_clone())];
+                all.extend(cx.required.iter().map(|q| (Occur::Must, q.box_clone())));
+                Box::new(BooleanQuery::new(all))
+            };
             let mut docs: Vec<DocAddress> =
-                searcher.search(p.candidates.as_ref(), &DocSetCollector)?.into_iter().collect();
+                cx.searcher.search(candidates.as_ref(), &DocSetCollector)?.into_iter().collect();
             docs.sort_unstable();
             let mut hit = vec![false; docs.len()];
-            rows.texts(searcher, &docs, &p.target, &mut |i, text| {
-                if !hit[i] && p.matches(analyzer, text) {
-                    hit[i] = true;
+            let mut exhausted = false;
+            let (analyzer, budget) = (&mut *cx.analyzer, &mut *cx.budget);
+            cx.rows.texts(cx.searcher, &docs, &p.target, &mut |i, text| {
+                if !hit[i] && !exhausted {
+                    match p.matches(analyzer, text, budget) {
+                        Some(m) => hit[i] = m,
+                        None => exhausted = true,
+                    }
                 }
             })?;
-            Box::new(FixedDocs::new(searcher, docs.into_iter().zip(hit).filter_map(|(d, h)| h.then_some(d))))
+            if exhausted {
+                return Err(IndexError::Invalid(format!(
+                    "checking the phrases of this query against the rows that hold their words takes more than \
+                     {CHECK_BUDGET} tokens in one segment; narrow the time range or the services, or add words"
+                )));
+            }
+            Box::new(FixedDocs::new(cx.searcher, docs.into_iter().zip(hit).filter_map(|(d, h)| h.then_some(d))))
         }
-        Node::Trace(id) => Box::new(FixedDocs::new(searcher, rows.trace_docs(searcher, id)?)),
+        Node::Trace(id) => Box::new(FixedDocs::new(cx.searcher, cx.rows.trace_docs(cx.searcher, id)?)),
     })
 }
 
@@ -261,6 +324,9 @@ fn leaf_node(parser: &QueryParser, analyzer: &TextAnalyzer, leaf: UserInputLeaf)
             }
             if lit.slop > MAX_SLOP {
                 return Err(format!("a phrase may allow at most ~{MAX_SLOP} extra positions, not ~{}", lit.slop));
+            }
+            if words.len() > MAX_PHRASE_WORDS {
+                return Err(format!("a phrase may have at most {MAX_PHRASE_WORDS} words, not {}", words.len()));
             }
             let first = words[0].0;
             let words: Vec<(usize, String)> = words.into_iter().map(|(p, w)| (p - first, w)).collect();

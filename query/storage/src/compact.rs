@@ -96,6 +96,9 @@ pub struct Compactor {
     stop: Arc<AtomicBool>,
     seq: AtomicU64,
     pause_before_commit: Option<Duration>,
+    /// Segments written with an older schema: never merged, and left out of planning so the
+    /// others of their partition still are.
+    unmergeable: parking_lot::Mutex<std::collections::HashSet<String>>,
     merges: Arc<Counter>,
     inputs: Arc<Counter>,
     rows: Arc<Counter>,
@@ -127,6 +130,7 @@ impl Compactor {
             stop: Arc::default(),
             seq: AtomicU64::new(0),
             pause_before_commit: None,
+            unmergeable: parking_lot::Mutex::default(),
             merges: registry.counter("tracelight_compaction_merges_total", "Merged segments written by compaction."),
             inputs: registry
                 .counter("tracelight_compaction_segments_replaced_total", "Small segments replaced by merged ones."),
@@ -214,7 +218,11 @@ impl Compactor {
         let c = &self.config;
         let now = now_ns();
         let created_before = now.saturating_sub(c.min_age.as_nanos().min(i64::MAX as u128) as i64);
-        let candidates = self.catalog.compaction_candidates(c.target_bytes / 2, created_before).await?;
+        let mut candidates = self.catalog.compaction_candidates(&self.node, c.target_bytes / 2, created_before).await?;
+        {
+            let skip = self.unmergeable.lock();
+            candidates.retain(|s| !skip.contains(&s.id));
+        }
         let in_head = self.head.as_ref().map_or(u64::MAX, |h| h.overlap_from_lsn());
         let groups = plan(candidates, c, &self.node, in_head, now);
         let mut stats = CompactionStats::default();
@@ -269,8 +277,11 @@ impl Compactor {
             let _ = self.store.delete_dir(&segment::index_dir(&path));
         };
         let (summary, bytes, index_bytes) = match written {
-            Ok(Some(w)) => w,
-            Ok(None) => return Ok(None),
+            Ok(Ok(w)) => w,
+            Ok(Err(old_schema)) => {
+                self.unmergeable.lock().insert(old_schema);
+                return Ok(None);
+            }
             Err(e) => {
                 remove_output();
                 return Err(e);
@@ -475,7 +486,7 @@ impl Cursor {
 /// service, each service's rows in input order; metric points by series and time), a k-way
 /// merge of the inputs' order keys, so pages prune as well as a flush's do.
 /// Builds the trace-ID and full-text indexes from the same blocks. Returns what was written,
-/// the Parquet bytes and the index bytes; `None` when an input has another schema (written by
+/// the Parquet bytes and the index bytes; `Ok(Err(id))` when input `id` has another schema (written by
 /// an older version; it stays as it is).
 fn merge_files(
     store: &SegmentStore,
@@ -484,14 +495,14 @@ fn merge_files(
     inputs: &[SegmentMeta],
     out: &str,
     stop: &AtomicBool,
-) -> Result<Option<(segment::SegmentSummary, u64, u64)>, StorageError> {
+) -> Result<Result<(segment::SegmentSummary, u64, u64), String>, StorageError> {
     let schema = signal.schema();
     let mut cursors = Vec::with_capacity(inputs.len());
     for s in inputs {
         let reader = store.read_all(&s.path, PAGE_ROWS)?;
         if reader.schema().fields() != schema.fields() {
             tracing::info!(segment = %s.path, "not merged: written with an older schema");
-            return Ok(None);
+            return Ok(Err(s.id.clone()));
         }
         let mut c = Cursor { reader, batch: None, keys: Vec::new(), pos: 0, signal };
         c.refill(&s.path)?;
@@ -561,5 +572,5 @@ fn merge_files(
     let bytes = std::fs::metadata(store.root().join(out))
         .map_err(|e| StorageError::SegmentWrite(format!("stat {out}: {e}")))?
         .len();
-    Ok(Some((summary, bytes, index_bytes)))
+    Ok(Ok((summary, bytes, index_bytes)))
 }

@@ -65,6 +65,20 @@ pub async fn apply_retention(
     Ok(stats)
 }
 
+/// The node a segment file belongs to: names are `<node>-<flush id>-<salt>` (a flush) or
+/// `<node>-c<id>-<salt>` (a merge), with `.parquet`, `.tid` or `.idx` and maybe `.tmp` after.
+/// Read from the right, so a node name with `-` in it (`a-b`) is not taken for a shorter one
+/// (`a`). `None` for a name not made so.
+pub fn node_of(name: &str) -> Option<&str> {
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let stem = [".parquet", ".tid", ".idx"].iter().find_map(|ext| name.strip_suffix(ext))?;
+    let (rest, salt) = stem.rsplit_once('-')?;
+    let (node, id) = rest.rsplit_once('-')?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let id_ok = hex(id, 20) || id.strip_prefix('c').is_some_and(|i| hex(i, 20));
+    (hex(salt, 8) && id_ok && !node.is_empty()).then_some(node)
+}
+
 /// Drops the segments whose rows are still in the head ([`HeadSnapshot::overlap_from_lsn`]):
 /// a reader that reads both must count those rows once.
 pub fn drop_head_overlap(segments: &mut Vec<SegmentMeta>, node: &str, overlap_from_lsn: u64) {
@@ -77,7 +91,6 @@ pub fn drop_head_overlap(segments: &mut Vec<SegmentMeta>, node: &str, overlap_fr
 /// and not yet committed.
 pub async fn remove_orphans(catalog: &Catalog, store: &SegmentStore, node: &str) -> Result<usize, StorageError> {
     let known: HashSet<String> = catalog.all_segment_paths().await?.into_iter().collect();
-    let mine = format!("{node}-");
     let mut removed = 0;
     let mut dirs_done = HashSet::new();
     for path in store.list()? {
@@ -87,7 +100,7 @@ pub async fn remove_orphans(catalog: &Catalog, store: &SegmentStore, node: &str)
             None => (path.clone(), false),
         };
         let name = entry.rsplit('/').next().unwrap_or(&entry);
-        if !name.starts_with(&mine) || (is_dir && !dirs_done.insert(entry.clone())) {
+        if node_of(name) != Some(node) || (is_dir && !dirs_done.insert(entry.clone())) {
             continue;
         }
         let orphan = if is_dir {
@@ -108,4 +121,20 @@ pub async fn remove_orphans(catalog: &Catalog, store: &SegmentStore, node: &str)
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_file_belongs_to_the_node_named_before_its_ids() {
+        use super::node_of;
+        let (id, salt) = ("0123456789abcdef0001", "deadbeef");
+        assert_eq!(node_of(&format!("a-b-{id}-{salt}.parquet")), Some("a-b"));
+        assert_eq!(node_of(&format!("a-{id}-{salt}.tid")), Some("a"));
+        assert_eq!(node_of(&format!("a-c{id}-{salt}.idx.tmp")), Some("a"));
+        assert_eq!(node_of(&format!("a-b-c{id}-{salt}.parquet.tmp")), Some("a-b"));
+        assert_eq!(node_of("a-b.parquet"), None);
+        assert_eq!(node_of(&format!("-{id}-{salt}.parquet")), None);
+        assert_eq!(node_of(&format!("a-{id}-{salt}.csv")), None);
+    }
 }

@@ -477,19 +477,31 @@ impl SegmentStore {
             fs::remove_dir_all(&tmp).map_err(|e| io("remove stale", e))?;
         }
         fs::create_dir(&tmp).map_err(|e| io("create", e))?;
-        fill(&tmp).map_err(|e| StorageError::SegmentWrite(format!("index {}: {e}", path.display())))?;
-        let mut bytes = 0;
-        for entry in fs::read_dir(&tmp).map_err(|e| io("list", e))? {
-            let p = entry.map_err(|e| io("list", e))?.path();
-            let f = File::open(&p).map_err(|e| io("open", e))?;
-            bytes += f.metadata().map_err(|e| io("stat", e))?.len();
-            f.sync_all().map_err(|e| io("fsync", e))?;
-        }
-        File::open(&tmp).and_then(|d| d.sync_all()).map_err(|e| io("fsync", e))?;
-        if path.exists() {
-            fs::remove_dir_all(&path).map_err(|e| io("replace", e))?;
-        }
-        fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        // A failed build leaves nothing behind (a full disk must not fill up with partial
+        // indexes, one per retry).
+        let filled = (|| {
+            fill(&tmp).map_err(|e| StorageError::SegmentWrite(format!("index {}: {e}", path.display())))?;
+            let mut bytes = 0;
+            for entry in fs::read_dir(&tmp).map_err(|e| io("list", e))? {
+                let p = entry.map_err(|e| io("list", e))?.path();
+                let f = File::open(&p).map_err(|e| io("open", e))?;
+                bytes += f.metadata().map_err(|e| io("stat", e))?.len();
+                f.sync_all().map_err(|e| io("fsync", e))?;
+            }
+            File::open(&tmp).and_then(|d| d.sync_all()).map_err(|e| io("fsync", e))?;
+            if path.exists() {
+                fs::remove_dir_all(&path).map_err(|e| io("replace", e))?;
+            }
+            fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+            Ok(bytes)
+        })();
+        let bytes = match filled {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io("fsync directory of", e))?;
         Ok(bytes)
     }

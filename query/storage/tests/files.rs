@@ -18,6 +18,11 @@ fn path(hour: i64, name: &str) -> String {
     format!("default/logs/{day}/{hh}/{name}.parquet")
 }
 
+/// A segment name as the flusher makes them: `<node>-<flush id>-<salt>`.
+fn nm(node: &str, k: u64) -> String {
+    format!("{node}-{k:020x}-{k:08x}")
+}
+
 fn meta(id: &str, hour: i64) -> SegmentMeta {
     SegmentMeta {
         id: id.into(),
@@ -52,21 +57,24 @@ async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_o
     let root = store.root().to_path_buf();
     let (old, new) = (hour_of(now_ns()) - 48, hour_of(now_ns()));
 
-    let (a, b) = (meta("n1-a", old), meta("n1-b", new));
+    let (a, b) = (meta(&nm("n1", 1), old), meta(&nm("n1", 2), new));
     put_segment(&store, &a.path);
     put_segment(&store, &b.path);
     assert!(catalog.commit_flush("n1", &[a.clone(), b.clone()], 5).await.unwrap());
     // Left by crashes: a segment and index without a catalog row, a half-built index, and
     // another node's uncommitted segment (not ours to remove).
-    put_segment(&store, &path(new, "n1-c"));
-    std::fs::create_dir_all(root.join(format!("{}.tmp", index_dir(&path(new, "n1-d"))))).unwrap();
-    std::fs::write(root.join(format!("{}.tmp/x", index_dir(&path(new, "n1-d")))), b"x").unwrap();
-    put_segment(&store, &path(new, "n2-e"));
+    put_segment(&store, &path(new, &nm("n1", 3)));
+    std::fs::create_dir_all(root.join(format!("{}.tmp", index_dir(&path(new, &nm("n1", 4)))))).unwrap();
+    std::fs::write(root.join(format!("{}.tmp/x", index_dir(&path(new, &nm("n1", 4))))), b"x").unwrap();
+    put_segment(&store, &path(new, &nm("n2", 5)));
+    // A node whose name starts with this one's and a dash is another node.
+    put_segment(&store, &path(new, &nm("n1-x", 6)));
 
     assert_eq!(remove_orphans(&catalog, &store, "n1").await.unwrap(), 3);
-    assert!(!root.join(path(new, "n1-c")).exists() && !root.join(index_dir(&path(new, "n1-c"))).exists());
-    assert!(!root.join(format!("{}.tmp", index_dir(&path(new, "n1-d")))).exists());
-    assert!(root.join(path(new, "n2-e")).exists(), "other nodes' files are left alone");
+    assert!(!root.join(path(new, &nm("n1", 3))).exists() && !root.join(index_dir(&path(new, &nm("n1", 3)))).exists());
+    assert!(!root.join(format!("{}.tmp", index_dir(&path(new, &nm("n1", 4))))).exists());
+    assert!(root.join(path(new, &nm("n2", 5))).exists(), "other nodes' files are left alone");
+    assert!(root.join(path(new, &nm("n1-x", 6))).exists(), "n1-x is not n1");
     assert!(root.join(&a.path).exists() && root.join(index_dir(&a.path)).join("meta.json").exists());
 
     // A query that listed the segment before its row went can still read it during the grace.
@@ -90,7 +98,7 @@ async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_o
     assert!(!root.join(&a.path).parent().unwrap().exists(), "the emptied partition directory goes too");
     assert!(root.join(&b.path).exists() && root.join(index_dir(&b.path)).exists());
     let left = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
-    assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["n1-b"]);
+    assert_eq!(left.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), [nm("n1", 2)]);
     // Nothing more to do.
     assert_eq!(apply_retention(&catalog, &store, new * H, grace).await.unwrap().segments, 0);
 }
