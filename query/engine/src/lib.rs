@@ -231,7 +231,6 @@ impl Engine {
     pub fn forget_segments(&self, paths: &[String]) {
         for p in paths {
             self.index.forget(p);
-            self.sources.store.forget(p);
         }
     }
 

@@ -9,10 +9,8 @@ use std::collections::HashMap;
 
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
-use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::TermQuery;
-use tantivy::schema::IndexRecordOption;
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, Term};
+use tantivy::collector::TopDocs;
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher};
 use tracelight_model::{Signal, Tenant};
 use tracelight_storage::{HeadBatch, HeadParts};
 
@@ -81,8 +79,8 @@ impl HeadIndex {
         limit: usize,
     ) -> Result<Vec<HeadHit>, IndexError> {
         let mut hits = Vec::new();
-        self.each_searcher(tenant, parts, |generation, searcher, batches, fields| {
-            let query = query.compile(searcher, &HeadRows { batches, fields })?;
+        self.each_searcher(tenant, parts, |generation, searcher, batches| {
+            let query = query.compile(searcher, &HeadRows { batches })?;
             let top = searcher
                 .search(query.as_ref(), &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", Order::Desc))?;
             for (time_ns, addr) in top {
@@ -108,8 +106,8 @@ impl HeadIndex {
         buckets: &TimeBuckets,
     ) -> Result<Vec<u64>, IndexError> {
         let mut counts = vec![0; buckets.len];
-        self.each_searcher(tenant, parts, |_, searcher, batches, fields| {
-            let query = query.compile(searcher, &HeadRows { batches, fields })?;
+        self.each_searcher(tenant, parts, |_, searcher, batches| {
+            let query = query.compile(searcher, &HeadRows { batches })?;
             for (c, n) in counts.iter_mut().zip(searcher.search(query.as_ref(), buckets)?) {
                 *c += n;
             }
@@ -124,7 +122,7 @@ impl HeadIndex {
         &self,
         tenant: &Tenant,
         parts: &HeadParts,
-        mut f: impl FnMut(u64, &Searcher, &[HeadBatch], &Fields) -> Result<(), IndexError>,
+        mut f: impl FnMut(u64, &Searcher, &[HeadBatch]) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
         let mut gens = self.gens.lock();
         // Generations below the oldest live one have been flushed and committed.
@@ -147,7 +145,7 @@ impl HeadIndex {
                 g.writer.commit()?;
                 g.reader.reload()?;
             }
-            f(generation, &g.reader.searcher(), &g.batches, &g.fields)?;
+            f(generation, &g.reader.searcher(), &g.batches)?;
         }
         Ok(())
     }
@@ -156,7 +154,6 @@ impl HeadIndex {
 /// The rows behind a head generation's documents: its batches, by the `row` address.
 struct HeadRows<'a> {
     batches: &'a [HeadBatch],
-    fields: &'a Fields,
 }
 
 impl HeadRows<'_> {
@@ -188,7 +185,6 @@ impl Rows for HeadRows<'_> {
 
     fn trace_docs(&self, searcher: &Searcher, id: &str) -> Result<Vec<DocAddress>, IndexError> {
         // Head indexes keep the trace-ID terms.
-        let q = TermQuery::new(Term::from_field_text(self.fields.trace_id, id), IndexRecordOption::Basic);
-        Ok(searcher.search(&q, &DocSetCollector)?.into_iter().collect())
+        verify::trace_term_docs(searcher, id)
     }
 }

@@ -674,9 +674,7 @@ impl Rows for SegmentRows<'_> {
     fn trace_docs(&self, searcher: &Searcher, id: &str) -> Result<Vec<DocAddress>, IndexError> {
         let Some(file) = self.store.open_file(&traceidx::path_for(&self.seg.path))? else {
             // Written before trace-ID indexes existed: its full-text index has the IDs.
-            let field = searcher.schema().get_field("trace_id")?;
-            let q = TermQuery::new(Term::from_field_text(field, id), IndexRecordOption::Basic);
-            return Ok(searcher.search(&q, &DocSetCollector)?.into_iter().collect());
+            return verify::trace_term_docs(searcher, id);
         };
         let blocks = TraceIndexFile::open(file).and_then(|ix| ix.pages(id));
         let mut blocks = blocks.unwrap_or_else(|e| {

@@ -415,6 +415,17 @@ impl Weight for FixedWeight {
     }
 }
 
+/// The documents whose `trace_id` term is `id`: how indexes that keep trace-ID terms (the
+/// head's, and segment indexes of earlier versions) answer a trace lookup.
+pub fn trace_term_docs(searcher: &Searcher, id: &str) -> Result<Vec<DocAddress>, IndexError> {
+    let field = searcher.schema().get_field("trace_id")?;
+    let q = tantivy::query::TermQuery::new(
+        tantivy::Term::from_field_text(field, id),
+        tantivy::schema::IndexRecordOption::Basic,
+    );
+    Ok(searcher.search(&q, &DocSetCollector)?.into_iter().collect())
+}
+
 /// Calls `f` with every text of `target` in row `i` of `batch` (a `logs` batch, or one holding
 /// at least the column the target reads: `body` or `attributes`).
 pub fn texts_of_row(batch: &arrow::record_batch::RecordBatch, i: usize, target: &Target, f: &mut dyn FnMut(&str)) {

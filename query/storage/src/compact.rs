@@ -31,7 +31,7 @@ use crate::error::StorageError;
 use crate::flush::{SegmentIndexer, build_indexes};
 use crate::head::Head;
 use crate::segment::{self, SegmentStore, SegmentWriter};
-use crate::traceidx::{self, PAGE_ROWS};
+use crate::traceidx::PAGE_ROWS;
 
 /// Compaction settings.
 #[derive(Debug, Clone)]
@@ -272,9 +272,7 @@ impl Compactor {
                 .await
                 .map_err(|e| StorageError::SegmentWrite(format!("merge task panicked: {e}")))?;
         let remove_output = || {
-            let _ = self.store.delete(&path);
-            let _ = self.store.delete(&traceidx::path_for(&path));
-            let _ = self.store.delete_dir(&segment::index_dir(&path));
+            let _ = self.store.delete_segment(&path);
         };
         let (summary, bytes, index_bytes) = match written {
             Ok(Ok(w)) => w,
@@ -345,10 +343,7 @@ impl Compactor {
         let paths: Vec<String> = old.into_iter().map(|s| s.path).collect();
         let remove = move || {
             for p in &paths {
-                let _ = store.delete(p);
-                let _ = store.delete(&traceidx::path_for(p));
-                let _ = store.delete_dir(&segment::index_dir(p));
-                store.forget(p);
+                let _ = store.delete_segment(p);
                 if let Some(dir) = p.rsplit_once('/').map(|(d, _)| d) {
                     store.remove_empty_dirs(dir);
                 }

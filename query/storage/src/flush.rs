@@ -346,9 +346,7 @@ impl Flusher {
             // An earlier attempt committed after all (its answer was lost). These files are
             // copies; the start-up sweep would remove them too.
             for m in &metas {
-                let _ = self.store.delete(&m.path);
-                let _ = self.store.delete(&traceidx::path_for(&m.path));
-                let _ = self.store.delete_dir(&segment::index_dir(&m.path));
+                let _ = self.store.delete_segment(&m.path);
             }
             tracing::warn!(checkpoint, "flush was already committed; removed the duplicate files of the retry");
         }

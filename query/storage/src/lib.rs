@@ -50,9 +50,7 @@ pub async fn apply_retention(
     }
     let mut stats = RetentionStats::default();
     for seg in &expired {
-        store.delete(&seg.path)?;
-        store.delete(&traceidx::path_for(&seg.path))?;
-        store.delete_dir(&index_dir(&seg.path))?;
+        store.delete_segment(&seg.path)?;
         stats.segments += 1;
         stats.bytes += seg.bytes + seg.index_bytes;
         stats.paths.push(seg.path.clone());

@@ -299,6 +299,15 @@ fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
     props.build()
 }
 
+/// The rows of each of `blocks` (of [`PAGE_ROWS`] rows each) in a file of `total` rows.
+fn block_ranges(blocks: &[u32], total: usize) -> Vec<std::ops::Range<usize>> {
+    blocks
+        .iter()
+        .map(|b| (*b as usize * PAGE_ROWS).min(total)..((*b as usize + 1) * PAGE_ROWS).min(total))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// Consecutive ranges of `rows` (ascending, no repeats, below `total`).
 fn row_ranges(rows: &[u64], total: usize) -> Result<Vec<std::ops::Range<usize>>, String> {
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
@@ -615,12 +624,7 @@ impl SegmentStore {
         let (file, meta) = self.open_with_footer(rel)?;
         let total = meta.metadata().file_metadata().num_rows() as usize;
         let root = meta.schema().index_of(column).map_err(|e| err(&e))?;
-        let rows = crate::traceidx::PAGE_ROWS;
-        let ranges: Vec<std::ops::Range<usize>> = blocks
-            .iter()
-            .map(|b| (*b as usize * rows).min(total)..((*b as usize + 1) * rows).min(total))
-            .filter(|r| !r.is_empty())
-            .collect();
+        let ranges = block_ranges(blocks, total);
         let selected = ranges.iter().flat_map(|r| r.clone());
         let mask = ProjectionMask::roots(meta.parquet_schema(), [root]);
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
@@ -660,12 +664,7 @@ impl SegmentStore {
         let schema = meta.schema().clone();
         let total = meta.metadata().file_metadata().num_rows() as usize;
         let root = schema.index_of(column).map_err(|e| err(&e))?;
-        let rows = crate::traceidx::PAGE_ROWS;
-        let ranges = blocks
-            .iter()
-            .map(|b| (*b as usize * rows).min(total)..((*b as usize + 1) * rows).min(total))
-            .filter(|r| !r.is_empty());
-        let selection = RowSelection::from_consecutive_ranges(ranges, total);
+        let selection = RowSelection::from_consecutive_ranges(block_ranges(blocks, total).into_iter(), total);
         let mask = ProjectionMask::roots(meta.parquet_schema(), [root]);
         let mut keep = keep;
         let predicate = ArrowPredicateFn::new(mask, move |b: RecordBatch| Ok(keep(&b)));
@@ -720,6 +719,15 @@ impl SegmentStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::SegmentRead(format!("{rel}: {e}"))),
         }
+    }
+
+    /// Removes everything of one segment: its Parquet file, trace-ID index and full-text index
+    /// directory (each may be missing), and forgets its cached footer and rows.
+    pub fn delete_segment(&self, rel: &str) -> Result<(), StorageError> {
+        self.forget(rel);
+        self.delete(rel)?;
+        self.delete(&crate::traceidx::path_for(rel))?;
+        self.delete_dir(&index_dir(rel))
     }
 
     pub fn delete(&self, rel: &str) -> Result<(), StorageError> {
