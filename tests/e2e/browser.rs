@@ -251,7 +251,8 @@ async fn script_payloads_in_telemetry_stay_text_in_the_browser() {
     .unwrap();
     let server = Server::start(dir.path(), &[("TRACELIGHT_CONFIG", config.to_str().unwrap())]);
     let ch = transport::channel(&server).await;
-    let t0 = now_ns() - 30_000_000_000;
+    // 90 s back: the SLO counts whole minutes only, so the span's minute is over already.
+    let t0 = now_ns() - 90_000_000_000;
     let mut root = span_at(77, 1, None, &format!("GET /{XSS}"), t0, 0, 50);
     root.status = otlp::span(0, 0, None, "", 0, true).status;
     root.attributes = vec![kv(&format!("key{XSS}"), s(&format!("javascript:alert(3){XSS}")))];
