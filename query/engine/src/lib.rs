@@ -147,6 +147,7 @@ impl Engine {
         config.options_mut().execution.parquet.pushdown_filters = true;
         config.options_mut().execution.parquet.bloom_filter_on_read = true;
         config.options_mut().execution.enable_recursive_ctes = false;
+        config.options_mut().execution.collect_statistics = false;
         let mut ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         bounded::install(&mut ctx).map_err(|e| QueryError::Internal(e.to_string()))?;
         for signal in Signal::ALL {

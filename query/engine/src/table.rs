@@ -106,6 +106,7 @@ impl TableProvider for SignalTable {
                 .iter()
                 .map(|s| ListingTableUrl::parse(self.sources.store.root().join(&s.path).to_string_lossy()))
                 .collect::<Result<Vec<_>>>()?;
+            with_page_index_cached(state, &urls).await?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
@@ -126,6 +127,36 @@ impl TableProvider for SignalTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// Puts each file's Parquet metadata with its page index into DataFusion's metadata cache.
+/// DataFusion 55 caches the footer without the page index and then reads and parses the page
+/// index again for every query that prunes pages (half the time of a query that reads a few
+/// pages of 25 segments); a cached entry that already holds it is used as it is. Segments are
+/// immutable, so an entry never goes stale.
+async fn with_page_index_cached(state: &dyn Session, urls: &[ListingTableUrl]) -> Result<()> {
+    use datafusion::datasource::physical_plan::parquet::metadata::{CachedParquetMetaData, DFParquetMetadata};
+    use datafusion::object_store::ObjectStoreExt;
+    let runtime = state.runtime_env();
+    let cache = runtime.cache_manager.get_file_metadata_cache();
+    for url in urls {
+        let cached = cache.get(url.prefix()).is_some_and(|e| {
+            e.file_metadata.as_any().downcast_ref::<CachedParquetMetaData>().is_some_and(|m| {
+                let m = m.parquet_metadata();
+                m.column_index().is_some() && m.offset_index().is_some()
+            })
+        });
+        if cached {
+            continue;
+        }
+        let store = runtime.object_store(url.object_store())?;
+        let meta = store.head(url.prefix()).await?;
+        DFParquetMetadata::new(store.as_ref(), &meta)
+            .with_file_metadata_cache(Some(cache.clone()))
+            .fetch_metadata()
+            .await?;
+    }
+    Ok(())
 }
 
 fn head_hours(batches: &[tracelight_storage::HeadBatch], signal: Signal) -> BTreeSet<i64> {
