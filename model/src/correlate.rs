@@ -430,11 +430,16 @@ pub fn parse_span_id(s: &str) -> Result<String, String> {
 
 fn parse_hex_id(s: &str, len: usize, what: &str) -> Result<String, String> {
     let t = s.trim();
+    // The message echoes at most 40 characters of what was sent, not a 20 KB path.
+    let shown = || match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{:?}…", &s[..i]),
+        None => format!("{s:?}"),
+    };
     if t.len() != len || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("malformed {what} {s:?}: expected {len} hexadecimal digits"));
+        return Err(format!("malformed {what} {}: expected {len} hexadecimal digits", shown()));
     }
     if t.bytes().all(|b| b == b'0') {
-        return Err(format!("malformed {what} {s:?}: all zeros is not a valid ID"));
+        return Err(format!("malformed {what} {}: all zeros is not a valid ID", shown()));
     }
     Ok(t.to_ascii_lowercase())
 }
@@ -452,6 +457,9 @@ mod tests {
             assert!(parse_trace_id(bad).is_err(), "{bad}");
         }
         assert!(parse_span_id("EEE19B7EC3C1B174").is_ok());
+        let long = parse_trace_id(&"é".repeat(20_000)).unwrap_err();
+        assert!(long.len() < 200 && long.contains("é\"…:"), "{long}");
+        assert!(parse_trace_id("xyz").unwrap_err().contains("\"xyz\":"));
     }
 
     #[test]
