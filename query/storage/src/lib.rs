@@ -10,6 +10,7 @@ pub mod error;
 pub mod flush;
 pub mod head;
 pub mod headbatch;
+pub mod objstore;
 pub mod segment;
 pub mod traceidx;
 
