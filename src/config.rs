@@ -30,6 +30,7 @@ pub struct Config {
     pub query: QuerySection,
     pub retention: RetentionSection,
     pub compaction: CompactionSection,
+    pub cluster: ClusterSection,
     pub api: Api,
     pub auth: AuthSection,
     pub alerts: AlertsSection,
@@ -254,6 +255,14 @@ impl Default for RetentionSection {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The address other nodes and users reach this node's API at. Empty: the bound
+    /// `listen.http` address.
+    pub advertise: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactionSection {
@@ -314,6 +323,7 @@ impl Default for Config {
             query: QuerySection::default(),
             retention: RetentionSection::default(),
             compaction: CompactionSection::default(),
+            cluster: ClusterSection::default(),
             api: Api::default(),
             auth: AuthSection::default(),
             alerts: AlertsSection::default(),
@@ -473,6 +483,10 @@ impl Config {
         }
         if self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("node_id must be non-empty and use only letters, digits, '-' and '_'");
+        }
+        let advertise = &self.cluster.advertise;
+        if advertise.len() > 256 || advertise.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("cluster.advertise must be an address like host:4319 (no spaces, at most 256 characters)");
         }
         self.auth()?;
         Ok(())

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_search;
 mod client;
+mod cluster;
 mod config;
 mod serve;
 

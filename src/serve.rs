@@ -183,6 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         allowed_hosts: Arc::new(config.api.allowed_hosts.clone()),
         slos: slos.clone(),
+        cluster: Arc::new(crate::cluster::Registry(catalog.clone())),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     // The flusher stops after the listeners, so its final flush covers every request that was
@@ -193,6 +194,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let flusher_task = tokio::spawn(flusher.clone().run(flusher_stop_rx));
+    let advertise =
+        if config.cluster.advertise.is_empty() { bound.http.to_string() } else { config.cluster.advertise.clone() };
+    let started_ns = tracelight_model::time::now_ns();
+    let me = tracelight_storage::NodeInfo {
+        node: config.node_id.clone(),
+        roles: "all".into(),
+        advertise,
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at_ns: started_ns,
+        heartbeat_ns: started_ns,
+    };
+    tokio::spawn(crate::cluster::heartbeat(catalog.clone(), me, until_stop(stop_rx.clone())));
     if let Some(period) = config.retention_period()? {
         tokio::spawn(retention(
             catalog.clone(),

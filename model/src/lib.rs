@@ -12,6 +12,7 @@
 //! This crate must stay light: Arrow's array types and serde, nothing heavier.
 
 pub mod auth;
+pub mod cluster;
 pub mod correlate;
 pub mod metrics;
 pub mod query;

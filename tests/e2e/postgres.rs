@@ -53,7 +53,7 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM _tracelight_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(
@@ -61,6 +61,21 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
         &[("TRACELIGHT_CATALOG_URL", db.url.as_str()), ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms")],
     );
     assert!(server.log().contains("postgres://"), "the start-up line names the catalog");
+    // The node registers itself in the catalog: /api/v1/cluster lists it, up, at its address.
+    let started = std::time::Instant::now();
+    let nodes = loop {
+        let v: serde_json::Value =
+            server.http_client().get(server.api("/api/v1/cluster")).send().await.unwrap().json().await.unwrap();
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        if !nodes.is_empty() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break nodes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["up"], true);
+    assert_eq!(nodes[0]["roles"], serde_json::json!(["all"]));
+    assert_eq!(nodes[0]["advertise"].as_str().unwrap(), server.api("").trim_start_matches("http://"));
     let ch = transport::channel(&server).await;
     transport::grpc_traces(&ch, otlp::seq_traces("pg", 0, 40), false).await.unwrap();
     transport::grpc_logs(&ch, otlp::logs("pg", 0, 15), false).await.unwrap();

@@ -10,6 +10,7 @@ pub mod ui;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Host names (besides IP literals and `localhost`) this port answers to while no token
     /// is configured: a check against DNS rebinding.
     pub allowed_hosts: Arc<Vec<String>>,
+    /// The nodes of the deployment (the catalog's registry).
+    pub cluster: Arc<dyn tracelight_model::cluster::ClusterView>,
 }
 
 /// The router for port 4319.
@@ -50,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/services", get(search::services))
         .route("/api/v1/slos", get(slo::list))
         .route("/api/v1/slos/{name}", get(slo::one))
+        .route("/api/v1/cluster", get(cluster))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -121,6 +125,21 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
     let body = s.registry.render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
+}
+
+/// `GET /api/v1/cluster`: every registered node, its roles, address and whether it is up.
+/// Deployment details, not tenant data: the `admin` scope, as `/metrics`.
+async fn cluster(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    s.auth.check_scope(auth, tracelight_model::auth::Scope::Admin)?;
+    let now = tracelight_model::time::now_ns();
+    let nodes = s.cluster.nodes(now).await.map_err(AppError::Internal)?;
+    Ok(Json(
+        serde_json::json!({ "nodes": nodes, "down_after_s": tracelight_model::cluster::DOWN_AFTER_NS / 1_000_000_000 }),
+    ))
 }
 
 async fn not_found() -> AppError {

@@ -42,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_segment_index"),
     migration!(3, "0003_slo"),
     migration!(4, "0004_slo_late_data"),
+    migration!(5, "0005_nodes"),
 ];
 
 /// One Parquet file as the catalog records it.
@@ -88,6 +89,9 @@ macro_rules! on_pool {
         }
     };
 }
+
+mod nodes;
+pub use nodes::NodeInfo;
 
 const ALL_COLUMNS: &str = "id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns, row_count,
     byte_size, flush_lsn, created_at_ns, index_bytes";

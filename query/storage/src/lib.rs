@@ -16,7 +16,7 @@ pub mod traceidx;
 
 use std::collections::HashSet;
 
-pub use catalog::{Catalog, SegmentMeta};
+pub use catalog::{Catalog, NodeInfo, SegmentMeta};
 pub use compact::{CompactionConfig, CompactionStats, Compactor};
 pub use error::StorageError;
 pub use flush::{FlushStats, Flusher, IndexBuild, SegmentIndexer};

@@ -3,7 +3,7 @@
 
 use sqlx::Connection;
 use tracelight_model::{Signal, Tenant};
-use tracelight_storage::{Catalog, SegmentMeta};
+use tracelight_storage::{Catalog, NodeInfo, SegmentMeta};
 
 const H: i64 = 3_600_000_000_000;
 
@@ -28,9 +28,25 @@ fn seg(id: &str, signal: Signal, hour: i64, lsn: u64) -> SegmentMeta {
 async fn exercise(catalog: &Catalog) {
     assert_eq!(
         catalog.migrate().await.unwrap(),
-        vec!["0001_segments", "0002_segment_index", "0003_slo", "0004_slo_late_data"]
+        vec!["0001_segments", "0002_segment_index", "0003_slo", "0004_slo_late_data", "0005_nodes"]
     );
     assert!(catalog.migrate().await.unwrap().is_empty(), "migrations apply once");
+
+    // The node registry: an upsert per heartbeat, listed by name, stale ones forgotten.
+    let node = |name: &str, roles: &str, beat: i64| NodeInfo {
+        node: name.into(),
+        roles: roles.into(),
+        advertise: format!("{name}:4319"),
+        version: "0.1.0".into(),
+        started_at_ns: 5,
+        heartbeat_ns: beat,
+    };
+    catalog.heartbeat(&node("q1", "query", 100)).await.unwrap();
+    catalog.heartbeat(&node("i1", "ingest", 100)).await.unwrap();
+    catalog.heartbeat(&node("q1", "query,alert", 200)).await.unwrap();
+    assert_eq!(catalog.nodes().await.unwrap(), vec![node("i1", "ingest", 100), node("q1", "query,alert", 200)]);
+    assert_eq!(catalog.forget_nodes_before(150).await.unwrap(), 1);
+    assert_eq!(catalog.nodes().await.unwrap(), vec![node("q1", "query,alert", 200)]);
     assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 0);
 
     assert!(

@@ -54,12 +54,23 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 
 /// Like the API's check, but a UI page (a GET) may also carry the token in the cookie.
 pub fn authorize_page(state: &AppState, headers: &HeaderMap) -> Result<Tenant, AppError> {
-    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
-    let presented = header.or_else(|| cookie_token(headers).map(|t| format!("Bearer {t}")));
+    let presented = presented(headers);
     let tenant = Tenant::from_header(headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()))
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     state.auth.check(presented.as_deref(), &tenant, Scope::Read)?;
     Ok(tenant)
+}
+
+/// Like [`authorize_page`], for pages about the deployment rather than a tenant's data: the
+/// `admin` scope.
+pub fn authorize_admin_page(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    Ok(state.auth.check_scope(presented(headers).as_deref(), Scope::Admin)?)
+}
+
+/// The token a page request presents: the `Authorization` header, else the sign-in cookie.
+fn presented(headers: &HeaderMap) -> Option<String> {
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+    header.or_else(|| cookie_token(headers).map(|t| format!("Bearer {t}")))
 }
 
 pub async fn form(Query(args): Query<LoginArgs>) -> Response {

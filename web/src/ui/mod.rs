@@ -4,6 +4,7 @@
 //! values, log bodies are attacker-controlled); none is ever put in a URL unchecked.
 
 pub mod chart;
+mod cluster;
 mod login;
 mod logs;
 mod metrics;
@@ -46,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics/explore", get(metrics::page))
         .route("/slos", get(slos::list))
         .route("/slos/{name}", get(slos::detail))
+        .route("/cluster", get(cluster::page))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", get(login::logout))
         .route("/static/style.css", get(style))
