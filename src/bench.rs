@@ -391,13 +391,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     if let Some(s) = server.take() {
         let api = api.expect("a started server has an API address");
         let metrics = reqwest::get(format!("http://{api}/metrics")).await?.text().await?;
-        let metric = |name: &str| -> f64 {
-            metrics
-                .lines()
-                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-                .sum()
-        };
+        let metric = |name: &str| metric_sum(&metrics, name);
         let appended = metric("tracelight_wal_appended_bytes_total");
         let ingested = metric("tracelight_ingested_items_total");
         let (flushes, flush_s) = (metric("tracelight_flush_seconds_count"), metric("tracelight_flush_seconds_sum"));
@@ -442,4 +436,13 @@ pub fn stop_server(mut child: Child) -> anyhow::Result<()> {
         bail!("server exited with {status}");
     }
     Ok(())
+}
+
+/// The sum over all label sets of metric `name` in a `/metrics` text (0 when absent).
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tracelight_collector::grpc::RawCodec;
 use tracelight_collector::synth::{self, Rng};
 
-use crate::bench::{bytes_where, is_index_file, spawn_server, spawn_server_with, stop_server};
+use crate::bench::{bytes_where, is_index_file, metric_sum, spawn_server, spawn_server_with, stop_server};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -255,15 +255,6 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, 
     Ok((t.elapsed().as_secs_f64() * 1000.0, v))
 }
 
-/// A counter's value in a `/metrics` text (0 when absent).
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Runs the server with compaction every second until a quiet 15 s pass without a merge, then
 /// stops it (its start-up sweep at the next start removes the replaced files).
 async fn compact(dir: &Path) -> anyhow::Result<()> {
@@ -276,18 +267,18 @@ async fn compact(dir: &Path) -> anyhow::Result<()> {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let m = reqwest::get(&url).await?.text().await?;
-        let merges = counter(&m, "tracelight_compaction_merges_total");
+        let merges = metric_sum(&m, "tracelight_compaction_merges_total");
         if merges != last {
             (last, quiet_since) = (merges, Instant::now());
         } else if quiet_since.elapsed() >= Duration::from_secs(15) {
-            let replaced = counter(&m, "tracelight_compaction_segments_replaced_total");
+            let replaced = metric_sum(&m, "tracelight_compaction_segments_replaced_total");
             eprintln!(
                 "compacted: {merges} merges replaced {replaced} segments in {:.0} s",
                 started.elapsed().as_secs_f64() - 15.0
             );
             break;
         }
-        if counter(&m, "tracelight_compaction_failures_total") > 0.0 {
+        if metric_sum(&m, "tracelight_compaction_failures_total") > 0.0 {
             bail!("compaction failed (see {})", dir.join("server.log").display());
         }
     }

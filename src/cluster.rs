@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use tracelight_model::cluster::{ClusterView, DOWN_AFTER_NS, HEARTBEAT_EVERY_NS, NodeStatus};
+use tracelight_model::cluster::{ClusterView, HEARTBEAT_EVERY_NS, NodeStatus, is_up};
 use tracelight_model::time::now_ns;
 use tracelight_storage::{Catalog, NodeInfo};
 
 /// Nodes silent this long are removed from the registry (a node that comes back registers
-/// again).
+/// again); looked for once an hour, not at every beat.
 const FORGET_AFTER_NS: i64 = 7 * 24 * 3_600_000_000_000;
+const FORGET_EVERY_BEATS: u64 = 360;
 
 pub struct Registry(pub Catalog);
 
@@ -21,7 +22,7 @@ impl ClusterView for Registry {
             .into_iter()
             .map(|n| NodeStatus {
                 roles: n.roles.split(',').map(str::to_string).collect(),
-                up: now_ns.saturating_sub(n.heartbeat_ns) <= DOWN_AFTER_NS,
+                up: is_up(now_ns, n.heartbeat_ns),
                 node: n.node,
                 advertise: n.advertise,
                 version: n.version,
@@ -37,7 +38,7 @@ impl ClusterView for Registry {
 pub async fn heartbeat(catalog: Catalog, mut node: NodeInfo, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_nanos(HEARTBEAT_EVERY_NS as u64));
-    loop {
+    for beat in 0u64.. {
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {}
@@ -45,6 +46,9 @@ pub async fn heartbeat(catalog: Catalog, mut node: NodeInfo, stop: impl std::fut
         node.heartbeat_ns = now_ns();
         if let Err(e) = catalog.heartbeat(&node).await {
             tracing::warn!(error = %e, "node heartbeat failed; retrying in 10 s");
+            continue;
+        }
+        if beat % FORGET_EVERY_BEATS != 0 {
             continue;
         }
         if let Err(e) = catalog.forget_nodes_before(node.heartbeat_ns - FORGET_AFTER_NS).await {

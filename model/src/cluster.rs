@@ -20,6 +20,11 @@ pub struct NodeStatus {
     pub up: bool,
 }
 
+/// Whether a node whose last heartbeat was at `heartbeat_ns` counts as up at `now_ns`.
+pub fn is_up(now_ns: i64, heartbeat_ns: i64) -> bool {
+    now_ns.saturating_sub(heartbeat_ns) <= DOWN_AFTER_NS
+}
+
 /// The registry, read by the web crate.
 #[async_trait::async_trait]
 pub trait ClusterView: Send + Sync {

@@ -118,9 +118,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 /// tracelight's own metrics: an `admin` token when tokens are configured.
 async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if let Err(d) = s.auth.check_scope(auth, tracelight_model::auth::Scope::Admin) {
-        return AppError::from(d).into_response();
+    if let Err(e) = require_admin(&s, &headers) {
+        return e.into_response();
     }
     let body = s.registry.render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
@@ -133,13 +132,18 @@ async fn cluster(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    s.auth.check_scope(auth, tracelight_model::auth::Scope::Admin)?;
+    require_admin(&s, &headers)?;
     let now = tracelight_model::time::now_ns();
     let nodes = s.cluster.nodes(now).await.map_err(AppError::Internal)?;
     Ok(Json(
         serde_json::json!({ "nodes": nodes, "down_after_s": tracelight_model::cluster::DOWN_AFTER_NS / 1_000_000_000 }),
     ))
+}
+
+/// Routes about the deployment rather than a tenant's data want the `admin` scope.
+fn require_admin(s: &AppState, headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Ok(s.auth.check_scope(auth, tracelight_model::auth::Scope::Admin)?)
 }
 
 async fn not_found() -> AppError {
