@@ -440,7 +440,7 @@ fn runs(segments: Vec<SegmentMeta>, c: &CompactionConfig, at_least: usize) -> Ve
 }
 
 /// One input of a merge: a stream of its blocks, the position in the current one, and the
-/// order keys of the current block's rows ([`segment::row_keys`]).
+/// order keys of the current block's rows ([`crate::order::row_keys`]).
 struct Cursor {
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
@@ -462,7 +462,7 @@ impl Cursor {
             match self.reader.next() {
                 Some(b) => {
                     let b = b.map_err(|e| StorageError::SegmentRead(format!("{path}: {e}")))?;
-                    self.keys = segment::row_keys(self.signal, &b);
+                    self.keys = crate::order::row_keys(self.signal, &b);
                     self.batch = Some(b);
                     self.pos = 0;
                 }

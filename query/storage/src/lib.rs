@@ -11,6 +11,7 @@ pub mod flush;
 pub mod head;
 pub mod headbatch;
 pub mod objstore;
+pub mod order;
 pub mod segment;
 pub mod traceidx;
 
