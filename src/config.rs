@@ -17,7 +17,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Catalog database: `sqlite://PATH` or `postgres://USER@HOST/DB`. Empty: SQLite in data_dir.
     pub catalog_url: String,
-    /// Segment storage: `file://PATH`. Empty: `<data_dir>/segments`.
+    /// Segment storage: `file://PATH` or `s3://BUCKET/PREFIX`. Empty: `<data_dir>/segments`.
     pub storage_url: String,
     /// This node's name in the catalog (WAL checkpoints are per node).
     pub node_id: String,
@@ -31,6 +31,9 @@ pub struct Config {
     pub retention: RetentionSection,
     pub compaction: CompactionSection,
     pub cluster: ClusterSection,
+    pub storage: StorageSection,
+    pub cache: CacheSection,
+    pub janitor: JanitorSection,
     pub api: Api,
     pub auth: AuthSection,
     pub alerts: AlertsSection,
@@ -324,6 +327,9 @@ impl Default for Config {
             retention: RetentionSection::default(),
             compaction: CompactionSection::default(),
             cluster: ClusterSection::default(),
+            storage: StorageSection::default(),
+            cache: CacheSection::default(),
+            janitor: JanitorSection::default(),
             api: Api::default(),
             auth: AuthSection::default(),
             alerts: AlertsSection::default(),
@@ -388,6 +394,7 @@ impl Default for QuerySection {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub catalog_url: Option<String>,
+    pub storage_url: Option<String>,
     pub otlp_grpc: Option<String>,
     pub otlp_http: Option<String>,
     pub http: Option<String>,
@@ -416,6 +423,9 @@ impl Config {
         if let Some(v) = &flags.catalog_url {
             config.catalog_url = v.clone();
         }
+        if let Some(v) = &flags.storage_url {
+            config.storage_url = v.clone();
+        }
         if let Some(v) = &flags.otlp_grpc {
             config.listen.otlp_grpc = v.clone();
         }
@@ -438,6 +448,7 @@ impl Config {
         ] {
             addr.parse::<SocketAddr>().with_context(|| format!("{name} = {addr:?} is not an IP:PORT address"))?;
         }
+        self.validate_storage()?;
         self.flush_interval()?;
         self.query_timeout()?;
         self.max_search_range()?;
@@ -448,7 +459,7 @@ impl Config {
         if self.query.max_page == 0 {
             bail!("query.max_page must be positive");
         }
-        self.compaction_config(Duration::ZERO)?;
+        self.compaction_config()?;
         if self.eval_interval()?.is_zero() {
             bail!("alerts.eval_interval must be positive");
         }
@@ -684,8 +695,8 @@ impl Config {
         }
     }
 
-    /// Compaction settings; `grace` is how long replaced files stay (longer than any query).
-    pub fn compaction_config(&self, grace: Duration) -> anyhow::Result<tracelight_storage::CompactionConfig> {
+    /// Compaction settings.
+    pub fn compaction_config(&self) -> anyhow::Result<tracelight_storage::CompactionConfig> {
         let c = &self.compaction;
         let interval = humantime::parse_duration(&c.interval)
             .with_context(|| format!("compaction.interval = {:?} is not a duration like 60s", c.interval))?;
@@ -707,7 +718,6 @@ impl Config {
             target_rows: c.target_rows,
             max_inputs: c.max_inputs,
             min_inputs: c.min_inputs,
-            grace,
         })
     }
 
@@ -781,7 +791,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Resul
 }
 
 mod auth;
+mod storage;
 pub use auth::AuthSection;
+pub use storage::{CacheSection, JanitorSection, StorageSection};
 
 #[cfg(test)]
 mod tests;

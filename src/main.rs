@@ -56,6 +56,11 @@ struct ServeArgs {
     /// Catalog URL: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data directory].
     #[arg(long)]
     catalog_url: Option<String>,
+    /// Segment storage: file://PATH or s3://BUCKET/PREFIX [default: the data directory's segments/].
+    /// S3 settings: the [storage] config section or AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
+    #[arg(long)]
+    storage_url: Option<String>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317]; port 0 picks a free port.
     #[arg(long)]
     otlp_grpc: Option<String>,
@@ -73,6 +78,7 @@ impl ServeArgs {
         let flags = Overrides {
             data_dir: self.data_dir.clone(),
             catalog_url: self.catalog_url.clone(),
+            storage_url: self.storage_url.clone(),
             otlp_grpc: self.otlp_grpc.clone(),
             otlp_http: self.otlp_http.clone(),
             http: self.http.clone(),

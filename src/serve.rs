@@ -61,8 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "catalog migrated");
     }
-    let store = SegmentStore::open(&config.storage_url())?.with_cache(config.query.row_cache_bytes, &registry);
-    let orphans = tracelight_storage::remove_orphans(&catalog, &store, &config.node_id).await?;
+    let store = open_store(&config, &registry).await?;
 
     let head = Arc::new(Head::new(
         HeadConfig {
@@ -104,7 +103,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         skipped = replay.skipped,
         damaged = replay.damaged,
         damaged_bytes = replay.damaged_bytes,
-        orphan_segments_removed = orphans,
         ms = replay_started.elapsed().as_millis() as u64,
         "recovered write-ahead log"
     );
@@ -209,28 +207,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(period) = config.retention_period()? {
         tokio::spawn(retention(
             catalog.clone(),
-            store.clone(),
-            engine.clone(),
             period,
             config.retention_check_interval()?,
             until_stop(stop_rx.clone()),
         ));
     }
-    if config.compaction.enabled {
-        // Replaced files outlive their catalog rows by more than the longest query.
-        let grace = engine.query_timeout() + std::time::Duration::from_secs(30);
+    {
+        // Retired segments outlive their last listing by more than the longest query.
+        let times = config.janitor_times()?;
         let forget = engine.clone();
+        let janitor = Arc::new(
+            tracelight_storage::Janitor::new(catalog.clone(), store.clone(), times.grace, &registry)
+                .with_staged_grace(times.staged_grace)
+                .with_on_removed(Arc::new(move |paths: &[String]| forget.forget_segments(paths))),
+        );
+        tokio::spawn(janitor.run(times.interval, stop_rx.clone()));
+    }
+    if config.compaction.enabled {
         let compactor = Arc::new(
             Compactor::new(
                 catalog.clone(),
                 store.clone(),
                 config.node_id.clone(),
-                config.compaction_config(grace)?,
+                config.compaction_config()?,
                 &registry,
             )
             .with_head(head.clone())
             .with_indexer(Arc::new(SegmentIndexBuilder))
-            .with_on_removed(Arc::new(move |paths: &[String]| forget.forget_segments(paths)))
             // Crash tests aim SIGKILL between the merged write and the catalog swap with it.
             .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_SWAP_MS")),
         );
@@ -378,8 +381,6 @@ async fn deliver_notifications(notifier: Notifier, stop: impl std::future::Futur
 
 async fn retention(
     catalog: Catalog,
-    store: SegmentStore,
-    engine: Arc<Engine>,
     period: std::time::Duration,
     interval: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
@@ -387,12 +388,13 @@ async fn retention(
     tokio::pin!(stop);
     loop {
         let cutoff = tracelight_model::time::now_ns().saturating_sub(period.as_nanos() as i64);
-        // Files outlive their catalog rows by more than the longest query.
-        let grace = engine.query_timeout() + std::time::Duration::from_secs(30);
-        match tracelight_storage::apply_retention(&catalog, &store, cutoff, grace).await {
+        match tracelight_storage::apply_retention(&catalog, cutoff).await {
             Ok(r) if r.segments > 0 => {
-                engine.forget_segments(&r.paths);
-                tracing::info!(segments = r.segments, bytes = r.bytes, "retention removed expired partitions");
+                tracing::info!(
+                    segments = r.segments,
+                    bytes = r.bytes,
+                    "retention retired expired partitions (the janitor deletes them after the grace period)"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "retention pass failed; retrying at the next interval"),
@@ -402,6 +404,25 @@ async fn retention(
             _ = &mut stop => return,
         }
     }
+}
+
+/// Opens the segment store of `storage_url`. Object storage is checked before anything is
+/// written to it: a bucket that cannot be reached, or that overwrites on a create-only put,
+/// stops the start with the reason.
+async fn open_store(config: &Config, registry: &Registry) -> anyhow::Result<SegmentStore> {
+    let location = config.storage_location()?;
+    let disk = Arc::new(tracelight_storage::diskcache::DiskCache::open(
+        &config.cache_dir(),
+        config.cache.max_bytes,
+        registry,
+    )?);
+    let scratch = config.data_dir.join("scratch");
+    let s3 = config.storage.s3_options()?;
+    let store =
+        SegmentStore::open_location(&location, &s3, &scratch, disk)?.with_cache(config.query.row_cache_bytes, registry);
+    store.probe(&config.node_id).await.with_context(|| format!("object storage {} is not usable", store.describe()))?;
+    tracing::info!(storage = %store.describe(), "segment storage");
+    Ok(store)
 }
 
 /// A crash-test fault hook: a pause in milliseconds from the environment variable `name`.

@@ -180,3 +180,47 @@ fn slos_and_channels_parse_and_are_checked() {
         assert!(err.contains(msg), "{msg}: {err}");
     }
 }
+
+#[test]
+fn object_storage_comes_from_the_file_the_environment_or_the_flag() {
+    let text = r#"
+storage_url = "s3://telemetry/prod"
+[storage]
+endpoint = "http://127.0.0.1:9000"
+secret_access_key = "hush-hush"
+allow_http = true
+"#;
+    let c = load_text(text).unwrap();
+    let o = c.storage.s3_options().unwrap();
+    assert_eq!((o.endpoint.as_str(), o.allow_http), ("http://127.0.0.1:9000", true));
+    assert_eq!(o.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        c.storage_location().unwrap(),
+        tracelight_storage::objstore::Location::S3 { bucket: "telemetry".into(), prefix: "prod".into() }
+    );
+    assert!(!format!("{c:?}").contains("hush-hush"), "the secret stays out of Debug output");
+
+    let env = vec![
+        ("TRACELIGHT_STORAGE_REGION".to_string(), "eu-west-1".to_string()),
+        ("TRACELIGHT_STORAGE_URL".to_string(), "s3://from-env".to_string()),
+        ("TRACELIGHT_CACHE_MAX_BYTES".to_string(), "1073741824".to_string()),
+    ];
+    let flags = Overrides { storage_url: Some("s3://from-flag/x".into()), ..Default::default() };
+    let c = Config::load(None, &env, &flags).unwrap();
+    assert_eq!(c.storage.region, "eu-west-1");
+    assert_eq!(c.storage_url, "s3://from-flag/x", "the flag wins over TRACELIGHT_STORAGE_URL");
+    assert_eq!(c.cache.max_bytes, 1 << 30);
+    assert_eq!(c.cache_dir(), std::path::PathBuf::from("./tracelight-data/cache"));
+    let c = Config::load(None, &env, &Overrides::default()).unwrap();
+    assert_eq!(c.storage_url, "s3://from-env");
+
+    for (bad, why) in [
+        ("storage_url = \"s3://UPPER/x\"", "bucket name"),
+        ("storage_url = \"gs://b/x\"", "not supported"),
+        ("[storage]\nrequest_timeout = \"0s\"", "positive"),
+        ("[cache]\nmax_bytes = 1000", "64 MiB"),
+    ] {
+        let e = format!("{:#}", load_text(bad).unwrap_err());
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}

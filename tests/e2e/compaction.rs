@@ -1,7 +1,7 @@
 //! Compaction in the real binary (docs/TESTING.md §B3): row counts, SQL answers, log search
 //! and trace lookups are identical before and after; queries running while segments are
 //! swapped always see complete results; kill -9 before or after the catalog swap loses and
-//! duplicates nothing, and the start-up sweep removes what the merge left.
+//! duplicates nothing, and the janitor deletes what the merge left once its grace is over.
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ fn compacting(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'st
 
 /// Sends `ROUNDS` requests per signal, waiting for a flush after each round, so every
 /// partition ends up in `ROUNDS` small segments. Returns the rows sent per table.
-async fn load(server: &Server) -> [i64; 3] {
+pub(crate) async fn load(server: &Server) -> [i64; 3] {
     let ch = transport::channel(server).await;
     for round in 0..ROUNDS {
         let first = round * PER_REQUEST;
@@ -54,7 +54,7 @@ async fn load(server: &Server) -> [i64; 3] {
 
 /// Every answer the test compares: counts and per-service sums, a log search, trace lookups.
 #[derive(Debug, PartialEq)]
-struct Answers {
+pub(crate) struct Answers {
     sql: Vec<Vec<Vec<Value>>>,
     search: Vec<Value>,
     traces: Vec<Vec<String>>,
@@ -62,11 +62,13 @@ struct Answers {
 
 async fn get(server: &Server, path: &str) -> Value {
     let res = server.http_client().get(server.api(path)).send().await.unwrap();
-    assert_eq!(res.status(), 200, "{path}");
-    res.json().await.unwrap()
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{path}: {body}\n{}", server.log());
+    body
 }
 
-async fn answers(server: &Server) -> Answers {
+pub(crate) async fn answers(server: &Server) -> Answers {
     let mut sql = Vec::new();
     for t in TABLES {
         sql.push(
@@ -96,7 +98,7 @@ async fn answers(server: &Server) -> Answers {
 
 /// Segments each table's full count opens (the catalog's view, minus nothing: the head is
 /// empty once everything is flushed).
-async fn segments(server: &Server) -> Vec<u64> {
+pub(crate) async fn segments(server: &Server) -> Vec<u64> {
     let mut out = Vec::new();
     for t in TABLES {
         let v = server.query_json(serde_json::json!({ "sql": format!("SELECT count(*) FROM {t}") })).await;
@@ -187,15 +189,13 @@ async fn compaction_changes_no_answer_and_queries_across_swaps_stay_complete() {
     let replaced = server.metric("tracelight_compaction_segments_replaced_total").await.unwrap();
     assert!(merges >= 3.0 && replaced >= 3.0 * ROUNDS as f64, "merges {merges}, replaced {replaced}");
     assert_eq!(answers(&server).await, before, "compaction changed an answer");
-    assert_eq!(
-        server.metric("tracelight_compaction_pending_deletes").await,
-        Some(replaced),
-        "files wait out the grace"
-    );
+    let (parquet, _) = files(&server);
+    assert_eq!(parquet as f64, 3.0 + replaced, "the replaced files wait out the grace (query timeout + 30 s)");
 }
 
 /// Kills the compacting server at `marker` in its log, restarts it without compaction and
-/// checks that every answer is as before and the files on disk are exactly the catalog's.
+/// checks that every answer is as before, and that the janitor (with short grace periods)
+/// leaves on disk exactly the files of the segments queries list.
 async fn kill_at(marker: &str, env: &[(&'static str, &'static str)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &LOADING);
@@ -210,12 +210,30 @@ async fn kill_at(marker: &str, env: &[(&'static str, &'static str)]) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill9();
-    let server = Server::start(dir.path(), &LOADING);
+    let mut env = LOADING.to_vec();
+    env.extend([
+        ("TRACELIGHT_QUERY_TIMEOUT", "5s"),
+        ("TRACELIGHT_JANITOR_INTERVAL", "200ms"),
+        ("TRACELIGHT_JANITOR_GRACE_AFTER_QUERIES", "1s"),
+        ("TRACELIGHT_JANITOR_STAGED_GRACE", "1s"),
+    ]);
+    let server = Server::start(dir.path(), &env);
     assert_eq!(answers(&server).await, before, "after kill -9 at {marker:?}");
-    let (parquet, tmp) = files(&server);
     let listed: u64 = segments(&server).await.iter().sum();
-    assert_eq!(parquet as u64, listed, "the start-up sweep leaves exactly the catalog's segments");
-    assert!(tmp.is_empty(), "leftovers: {tmp:?}");
+    let started = Instant::now();
+    loop {
+        let (parquet, tmp) = files(&server);
+        if parquet as u64 == listed && tmp.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the janitor left {parquet} files for {listed} segments, leftovers {tmp:?}:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answers(&server).await, before, "after the janitor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -364,8 +364,8 @@ fn hour_dirs(dir: &std::path::Path, signal: &str) -> usize {
 /// Retention end to end through `retention.period`: a partition goes once all of its hour is
 /// older than the period. With a period of 1 h, the span in the last nanosecond of the hour
 /// that ended before the previous hour began goes; the span in the first nanosecond of the
-/// previous hour stays. Catalog rows go first (queries stop seeing them), files only after
-/// the grace (`query.timeout` + 30 s).
+/// previous hour stays. Queries stop seeing them first; the janitor deletes the files only
+/// after the grace (`query.timeout` + `janitor.grace_after_queries`).
 #[tokio::test]
 async fn retention_removes_whole_hours_past_the_period_rows_first_then_files() {
     const HOUR: u64 = 3_600_000_000_000;
@@ -383,6 +383,8 @@ async fn retention_removes_whole_hours_past_the_period_rows_first_then_files() {
             ("TRACELIGHT_RETENTION_CHECK_INTERVAL", "1s"),
             ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms"),
             ("TRACELIGHT_QUERY_TIMEOUT", "2s"),
+            ("TRACELIGHT_JANITOR_INTERVAL", "500ms"),
+            ("TRACELIGHT_JANITOR_GRACE_AFTER_QUERIES", "3s"),
         ],
     );
     let h0 = now() / HOUR * HOUR;
@@ -417,11 +419,12 @@ async fn retention_removes_whole_hours_past_the_period_rows_first_then_files() {
     }
     // The rows went first; the files of the two expired hours are still on disk for the grace.
     assert_eq!(hour_dirs(dir.path(), "spans"), 4, "files outlive their rows by the grace");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while hour_dirs(dir.path(), "spans") != 2 {
         assert!(std::time::Instant::now() < deadline, "the expired files were never removed");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 2);
-    assert!(server.log().contains("retention removed expired partitions"), "{}", server.log());
+    assert!(server.log().contains("retention retired expired partitions"), "{}", server.log());
+    assert!(server.log().contains("janitor deleted segments"), "{}", server.log());
 }

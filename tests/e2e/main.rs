@@ -8,6 +8,9 @@ mod crash;
 mod harness;
 mod hostile;
 mod ingest;
+#[path = "../support/moto.rs"]
+mod moto;
+mod objects;
 mod otlp;
 mod overload;
 mod postgres;

@@ -53,7 +53,7 @@ async fn catalog_on_postgresql_keeps_everything_across_restarts() {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM _tracelight_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(n, 5);
+    assert_eq!(n, 6);
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(

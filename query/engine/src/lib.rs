@@ -116,6 +116,12 @@ impl Engine {
             )
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        // Segments on object storage: DataFusion reads them through the same store, with
+        // range requests.
+        if let Some((url, objects)) = store.object_store() {
+            let url = url::Url::parse(&url).map_err(|e| QueryError::Internal(format!("{url}: {e}")))?;
+            runtime.register_object_store(&url, objects);
+        }
         let pool = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("tracelight-query")

@@ -104,7 +104,7 @@ impl TableProvider for SignalTable {
         if !segments.is_empty() {
             let urls = segments
                 .iter()
-                .map(|s| ListingTableUrl::parse(self.sources.store.root().join(&s.path).to_string_lossy()))
+                .map(|s| ListingTableUrl::parse(self.sources.store.table_url(&s.path)))
                 .collect::<Result<Vec<_>>>()?;
             with_page_index_cached(state, &urls).await?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

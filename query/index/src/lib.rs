@@ -10,6 +10,7 @@
 //!
 //! See [`schema`] for what is indexed and how to query it.
 
+pub mod bundle_dir;
 pub mod head;
 pub mod histogram;
 pub mod schema;

@@ -6,6 +6,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::bundle_dir::BundleDirectory;
 use arrow::array::{Array, AsArray, BooleanArray, ListArray, StringArray};
 use arrow::compute::interleave_record_batch;
 use arrow::record_batch::RecordBatch;
@@ -19,7 +20,7 @@ use tantivy::{DocAddress, Index, Order, ReloadPolicy, Searcher, Term};
 use tracelight_model::time::hour_of;
 use tracelight_model::{ScanStats, Signal, Tenant};
 use tracelight_storage::traceidx::{self, TraceIndexFile};
-use tracelight_storage::{Catalog, Head, SegmentMeta, SegmentStore, drop_head_overlap, index_dir};
+use tracelight_storage::{Catalog, Head, IndexFiles, SegmentMeta, SegmentStore, drop_head_overlap};
 
 use crate::IndexError;
 use crate::head::HeadIndex;
@@ -284,11 +285,13 @@ impl IndexSearch {
         if let Some(s) = self.searchers.lock().get(&seg.path) {
             return Ok(Some(s.clone()));
         }
-        let dir = self.store.root().join(index_dir(&seg.path));
-        if !dir.exists() {
-            return Ok(None);
-        }
-        let index = Index::open_in_dir(&dir)?;
+        let index = match self.store.index_files(&seg.path)? {
+            None => return Ok(None),
+            Some(IndexFiles::Dir(dir)) => Index::open_in_dir(&dir)?,
+            Some(IndexFiles::Bundle(file)) => {
+                Index::open(BundleDirectory::open(&file).map_err(|e| IndexError::Internal(e.to_string()))?)?
+            }
+        };
         schema::register_tokenizers(&index);
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         let searcher = reader.searcher();

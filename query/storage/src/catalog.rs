@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_slo"),
     migration!(4, "0004_slo_late_data"),
     migration!(5, "0005_nodes"),
+    migration!(6, "0006_segment_states"),
 ];
 
 /// One Parquet file as the catalog records it.
@@ -89,9 +90,6 @@ macro_rules! on_pool {
         }
     };
 }
-
-mod nodes;
-pub use nodes::NodeInfo;
 
 const ALL_COLUMNS: &str = "id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns, row_count,
     byte_size, flush_lsn, created_at_ns, index_bytes";
@@ -149,15 +147,16 @@ impl IntoMeta for RawSegment {
     }
 }
 
-/// Inserts one `segments` row inside the transaction `tx` (a macro: the transaction type
-/// differs per database).
+/// Inserts one `segments` row in state `$state` inside the transaction `tx` (a macro: the
+/// transaction type differs per database).
 macro_rules! insert_segment {
-    ($tx:expr, $s:expr) => {{
+    ($tx:expr, $s:expr, $state:expr, $at:expr) => {{
         let s: &SegmentMeta = $s;
+        let state: SegmentState = $state;
         sqlx::query(
             "INSERT INTO segments (id, node, tenant, signal, partition_hour, path, min_time_ns, max_time_ns,
-                row_count, byte_size, flush_lsn, created_at_ns, index_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                row_count, byte_size, flush_lsn, created_at_ns, index_bytes, state, state_at_ns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&s.id)
         .bind(&s.node)
@@ -172,11 +171,44 @@ macro_rules! insert_segment {
         .bind(s.flush_lsn as i64)
         .bind(s.created_at_ns)
         .bind(s.index_bytes as i64)
+        .bind(state.as_str())
+        .bind($at)
         .execute(&mut *$tx)
         .await
         .map_err(|e| StorageError::catalog("insert segment", e))?;
     }};
 }
+
+/// Publishes the staged row of `s` with its final figures inside the transaction `tx`; the
+/// number of rows changed (0 when the row is not staged: the janitor claimed it).
+macro_rules! publish_segment {
+    ($tx:expr, $s:expr, $at:expr) => {{
+        let s: &SegmentMeta = $s;
+        sqlx::query(
+            "UPDATE segments SET state = 'published', state_at_ns = $2, min_time_ns = $3, max_time_ns = $4,
+                row_count = $5, byte_size = $6, flush_lsn = $7, created_at_ns = $8, index_bytes = $9
+             WHERE id = $1 AND state = 'staged'",
+        )
+        .bind(&s.id)
+        .bind($at)
+        .bind(s.min_time_ns)
+        .bind(s.max_time_ns)
+        .bind(s.rows as i64)
+        .bind(s.bytes as i64)
+        .bind(s.flush_lsn as i64)
+        .bind(s.created_at_ns)
+        .bind(s.index_bytes as i64)
+        .execute(&mut *$tx)
+        .await
+        .map_err(|e| StorageError::catalog("publish segment", e))?
+        .rows_affected()
+    }};
+}
+
+mod lifecycle;
+mod nodes;
+pub use lifecycle::{GarbageStats, SegmentState};
+pub use nodes::NodeInfo;
 
 impl Catalog {
     /// Connects to `sqlite://path` (the file is created if missing) or `postgres://…`.
@@ -274,10 +306,12 @@ impl Catalog {
         Ok(lsn.unwrap_or(0) as u64)
     }
 
-    /// Records new segments and moves the node's WAL checkpoint, atomically. Returns false
-    /// (and changes nothing) when the checkpoint is already at or past `wal_lsn`: a retry of a
-    /// commit that succeeded although its answer was lost, or a second process with this node
-    /// name.
+    /// Publishes `segments` (staged before their objects were written, see
+    /// [`Catalog::stage_segments`]) and moves the node's WAL checkpoint, atomically. Returns
+    /// false (and changes nothing) when the checkpoint is already at or past `wal_lsn`: a retry
+    /// of a commit that succeeded although its answer was lost, or a second process with this
+    /// node name; the staged rows are then left to the janitor. An error, changing nothing,
+    /// when one of them is no longer staged (the janitor took it after a very slow upload).
     pub async fn commit_flush(&self, node: &str, segments: &[SegmentMeta], wal_lsn: u64) -> Result<bool, StorageError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin flush commit", e))?;
@@ -293,8 +327,13 @@ impl Catalog {
                 tx.rollback().await.map_err(|e| StorageError::catalog("roll back duplicate flush", e))?;
                 return Ok(false);
             }
+            let now = tracelight_model::time::now_ns();
             for s in segments {
-                insert_segment!(tx, s);
+                if publish_segment!(tx, s, now) != 1 {
+                    tx.rollback().await.map_err(|e| StorageError::catalog("roll back flush commit", e))?;
+                    return Err(StorageError::SegmentWrite(format!(
+                        "segment {} is no longer staged (claimed by the janitor); the flush is retried", s.path)));
+                }
             }
             sqlx::query(
                 "INSERT INTO wal_checkpoints (node, wal_lsn) VALUES ($1, $2)
@@ -323,7 +362,7 @@ impl Catalog {
                           flush_lsn, created_at_ns, index_bytes
                    FROM segments
                    WHERE tenant = $1 AND signal = $2 AND partition_hour BETWEEN $3 AND $4
-                     AND max_time_ns >= $5 AND min_time_ns < $6
+                     AND max_time_ns >= $5 AND min_time_ns < $6 AND state = 'published'
                    ORDER BY partition_hour, id";
         let rows = on_pool!(self, pool => {
             sqlx::query(sql).bind(tenant.as_str()).bind(signal.table()).bind(h0).bind(h1).bind(start).bind(end)
@@ -349,7 +388,7 @@ impl Catalog {
         after_ns: i64,
     ) -> Result<Vec<(i64, i64, i64)>, StorageError> {
         let sql = "SELECT min_time_ns, max_time_ns, created_at_ns FROM segments
-                   WHERE tenant = $1 AND signal = $2 AND created_at_ns > $3";
+                   WHERE tenant = $1 AND signal = $2 AND created_at_ns > $3 AND state = 'published'";
         Ok(on_pool!(self, pool => {
             sqlx::query(sql).bind(tenant.as_str()).bind(signal.table()).bind(after_ns)
                 .fetch_all(pool).await.map_err(|e| StorageError::catalog("list new segments", e))?
@@ -359,27 +398,24 @@ impl Catalog {
         }))
     }
 
-    /// Removes the catalog rows of every segment in a partition before `before_hour` and
-    /// returns them, so their files can be deleted. Queries stop seeing them at the commit; a
-    /// crash before the files are gone leaves orphans that the start-up sweep removes.
+    /// Retires every published segment in a partition before `before_hour` and returns them.
+    /// Queries stop seeing them at once; the janitor deletes their objects after the grace
+    /// period.
     pub async fn expire_before(&self, before_hour: i64) -> Result<Vec<SegmentMeta>, StorageError> {
-        let sel = format!("SELECT {ALL_COLUMNS} FROM segments WHERE partition_hour < $1");
+        let sql = format!(
+            "UPDATE segments SET state = 'retired', state_at_ns = $2 WHERE partition_hour < $1 AND state = 'published'
+             RETURNING {ALL_COLUMNS}"
+        );
         let rows: Vec<RawSegment> = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin retention", e))?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sel.as_str())).bind(before_hour).fetch_all(&mut *tx).await
-                .map_err(|e| StorageError::catalog("list expired segments", e))?
-                .iter().map(raw_segment!()).collect();
-            sqlx::query("DELETE FROM segments WHERE partition_hour < $1").bind(before_hour).execute(&mut *tx).await
-                .map_err(|e| StorageError::catalog("delete expired segments", e))?;
-            tx.commit().await.map_err(|e| StorageError::catalog("commit retention", e))?;
-            rows
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(before_hour).bind(tracelight_model::time::now_ns())
+                .fetch_all(pool).await.map_err(|e| StorageError::catalog("retire expired segments", e))?
+                .iter().map(raw_segment!()).collect()
         });
         rows.into_iter().map(RawSegment::into_meta).collect()
     }
 
-    /// Segments of `node` (of every tenant and signal) smaller than `below_bytes` and created
-    /// before `created_before_ns`: what that node's compaction may merge (its own files, which
-    /// its start-up sweep cleans up after a crash). Ordered by partition, node, then
+    /// Published segments of `node` (of every tenant and signal) smaller than `below_bytes` and
+    /// created before `created_before_ns`: what that node's compaction may merge. Ordered by partition, node, then
     /// creation, so the segments of one partition come together in flush order.
     pub async fn compaction_candidates(
         &self,
@@ -388,7 +424,8 @@ impl Catalog {
         created_before_ns: i64,
     ) -> Result<Vec<SegmentMeta>, StorageError> {
         let sel = format!(
-            "SELECT {ALL_COLUMNS} FROM segments WHERE node = $3 AND byte_size < $1 AND created_at_ns < $2
+            "SELECT {ALL_COLUMNS} FROM segments
+             WHERE node = $3 AND byte_size < $1 AND created_at_ns < $2 AND state = 'published'
              ORDER BY tenant, signal, partition_hour, node, flush_lsn, created_at_ns, id"
         );
         let rows: Vec<RawSegment> = on_pool!(self, pool => {
@@ -400,34 +437,30 @@ impl Catalog {
         rows.into_iter().map(RawSegment::into_meta).collect()
     }
 
-    /// Replaces segments `old` by `new` in one transaction: a query lists either the old set
-    /// or the new one, never both and never neither. Returns false, changing nothing, when
-    /// one of `old` is gone already (retention took its partition meanwhile).
+    /// Replaces segments `old` by `new` (staged before its objects were written) in one
+    /// transaction: a query lists either the old set or the new one, never both and never
+    /// neither. The old ones are retired; the janitor deletes them after the grace period.
+    /// Returns false, changing nothing, when one of `old` is no longer published (retention
+    /// took its partition meanwhile) or `new` is no longer staged.
     pub async fn replace_segments(&self, old: &[SegmentMeta], new: &SegmentMeta) -> Result<bool, StorageError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(|e| StorageError::catalog("begin segment swap", e))?;
-            let mut removed = 0;
+            let now = tracelight_model::time::now_ns();
+            let mut retired = 0;
             for s in old {
-                removed += sqlx::query("DELETE FROM segments WHERE id = $1").bind(&s.id).execute(&mut *tx).await
-                    .map_err(|e| StorageError::catalog("remove replaced segment", e))?.rows_affected();
+                retired += sqlx::query(
+                    "UPDATE segments SET state = 'retired', state_at_ns = $2 WHERE id = $1 AND state = 'published'",
+                )
+                .bind(&s.id).bind(now).execute(&mut *tx).await
+                .map_err(|e| StorageError::catalog("retire replaced segment", e))?.rows_affected();
             }
-            if removed != old.len() as u64 {
+            if retired != old.len() as u64 || publish_segment!(tx, new, now) != 1 {
                 tx.rollback().await.map_err(|e| StorageError::catalog("roll back segment swap", e))?;
                 return Ok(false);
             }
-            insert_segment!(tx, new);
             tx.commit().await.map_err(|e| StorageError::catalog("commit segment swap", e))?;
         });
         Ok(true)
-    }
-
-    /// Every segment path, for removing files that a crash left without a catalog row.
-    pub async fn all_segment_paths(&self) -> Result<Vec<String>, StorageError> {
-        Ok(on_pool!(self, pool => {
-            sqlx::query("SELECT path FROM segments").fetch_all(pool).await
-                .map_err(|e| StorageError::catalog("list segment paths", e))?
-                .into_iter().map(|r| r.get::<String, _>(0)).collect()
-        }))
     }
 
     pub async fn close(&self) {

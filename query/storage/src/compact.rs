@@ -1,12 +1,14 @@
 //! Compaction: merges the small segments of a partition (tenant, signal, hour, node) into one
 //! large segment, sorted as the flush sorts (by service, then arrival), with its trace-ID index
 //! and full-text index built in the same pass, then swaps it in for the small ones in one
-//! catalog transaction. The replaced files are removed after a grace period longer than the
-//! longest query, so a query that listed them before the swap still reads them.
+//! catalog transaction. The replaced segments are retired, and the janitor deletes them after a
+//! grace period longer than the longest query, so a query that listed them before the swap
+//! still reads them.
 //!
-//! Crash points and what they leave: before the swap, a merged file without a catalog row;
-//! after it, replaced files without catalog rows. The start-up sweep removes both (their names
-//! start with the node name), so a kill -9 at any point loses and duplicates nothing.
+//! Crash points and what they leave: the merged segment is staged in the catalog before its
+//! files are written, so a kill -9 before the swap leaves a staged segment (the janitor deletes
+//! it) and the inputs still published; after the swap, retired inputs. Nothing is lost or
+//! counted twice.
 //!
 //! Memory is bounded by one decoded block per input plus one output block and the Parquet
 //! writer's current row group: the inputs are streamed, never loaded whole. One merge runs at
@@ -23,7 +25,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use rand::Rng;
 use tokio::sync::watch;
 use tracelight_model::Signal;
-use tracelight_model::telemetry::{Counter, Gauge, Histogram, Registry};
+use tracelight_model::telemetry::{Counter, Histogram, Registry};
 use tracelight_model::time::{now_ns, partition_dirs};
 
 use crate::catalog::{Catalog, SegmentMeta};
@@ -51,8 +53,6 @@ pub struct CompactionConfig {
     /// In an hour that is still open, a merge waits until this many segments of similar size
     /// are there (tiers of 4× in size), so the hour is not rewritten on every pass.
     pub min_inputs: usize,
-    /// How long replaced files stay readable after the swap: longer than the longest query.
-    pub grace: Duration,
 }
 
 impl Default for CompactionConfig {
@@ -64,7 +64,6 @@ impl Default for CompactionConfig {
             target_rows: 8_000_000,
             max_inputs: 64,
             min_inputs: 8,
-            grace: Duration::from_secs(90),
         }
     }
 }
@@ -81,7 +80,7 @@ pub struct CompactionStats {
     pub bytes_written: u64,
 }
 
-/// Called with the paths of replaced segments once their files are gone (the engine forgets
+/// Called with the paths of deleted segments once their files are gone (the engine forgets
 /// their cached index readers).
 pub type RemovedFn = Arc<dyn Fn(&[String]) + Send + Sync>;
 
@@ -92,7 +91,6 @@ pub struct Compactor {
     head: Option<Arc<Head>>,
     indexer: Option<Arc<dyn SegmentIndexer>>,
     config: CompactionConfig,
-    on_removed: RemovedFn,
     stop: Arc<AtomicBool>,
     seq: AtomicU64,
     pause_before_commit: Option<Duration>,
@@ -106,7 +104,6 @@ pub struct Compactor {
     bytes_written: Arc<Counter>,
     failures: Arc<Counter>,
     seconds: Arc<Histogram>,
-    pending_deletes: Arc<Gauge>,
 }
 
 const SECONDS_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1200.0];
@@ -126,7 +123,6 @@ impl Compactor {
             head: None,
             indexer: None,
             config,
-            on_removed: Arc::new(|_| {}),
             stop: Arc::default(),
             seq: AtomicU64::new(0),
             pause_before_commit: None,
@@ -144,10 +140,6 @@ impl Compactor {
             failures: registry
                 .counter("tracelight_compaction_failures_total", "Merges that failed (retried at the next pass)."),
             seconds: registry.histogram("tracelight_compaction_seconds", "Duration of one merge.", SECONDS_BUCKETS),
-            pending_deletes: registry.gauge(
-                "tracelight_compaction_pending_deletes",
-                "Replaced segments whose files wait out the grace period before removal.",
-            ),
         }
     }
 
@@ -164,11 +156,6 @@ impl Compactor {
         self
     }
 
-    pub fn with_on_removed(mut self, f: RemovedFn) -> Compactor {
-        self.on_removed = f;
-        self
-    }
-
     /// Fault injection (crash tests only): pause `d` after the merged files are written and
     /// before the catalog swap, logging when the pause starts.
     pub fn with_pause_before_commit(mut self, d: Option<Duration>) -> Compactor {
@@ -177,7 +164,7 @@ impl Compactor {
     }
 
     /// Passes every `interval` until `shutdown` turns true. A merge in progress stops at its
-    /// next block and leaves only a temporary file (removed at start-up).
+    /// next block and leaves a staged segment (deleted by the janitor).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let stopper = {
             let stop = self.stop.clone();
@@ -213,7 +200,7 @@ impl Compactor {
     }
 
     /// One pass: plans merges over the catalog and runs them one after the other. The replaced
-    /// files are removed in the background after the grace period.
+    /// segments are retired (the janitor deletes them after the grace period).
     pub async fn compact_once(&self) -> Result<CompactionStats, StorageError> {
         let c = &self.config;
         let now = now_ns();
@@ -261,9 +248,29 @@ impl Compactor {
         let (day, hour) = partition_dirs(first.partition_hour);
         let salt: u32 = rand::rng().random();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff;
-        // The node name leads, as for flushed segments, so the start-up sweep finds leftovers.
         let id = format!("{}-c{:016x}{seq:04x}-{salt:08x}", self.node, now_ns());
         let path = format!("{}/{}/{day}/{hour}/{id}.parquet", first.tenant, first.signal);
+        let mut merged = SegmentMeta {
+            id,
+            node: first.node.clone(),
+            tenant: first.tenant.clone(),
+            signal: first.signal,
+            partition_hour: first.partition_hour,
+            path: path.clone(),
+            min_time_ns: 0,
+            max_time_ns: 0,
+            rows: 0,
+            bytes: 0,
+            index_bytes: 0,
+            // The head-overlap rule compares LSNs: the merged rows are as old as the newest input.
+            flush_lsn: group.iter().map(|s| s.flush_lsn).max().unwrap_or(0),
+            // Late-data recounts (SLOs) look at segments created after their mark: the merge
+            // brings no new rows, so it is as new as its newest input.
+            created_at_ns: group.iter().map(|s| s.created_at_ns).max().unwrap_or(0),
+        };
+        // No file is written before its catalog row: whatever a failure or crash leaves is
+        // staged, and the janitor deletes it.
+        self.catalog.stage_segments(std::slice::from_ref(&merged)).await?;
         let (store, indexer, stop) = (self.store.clone(), self.indexer.clone(), self.stop.clone());
         let (inputs, out) = (group.to_vec(), path.clone());
         let signal = first.signal;
@@ -271,47 +278,37 @@ impl Compactor {
             tokio::task::spawn_blocking(move || merge_files(&store, indexer.as_deref(), signal, &inputs, &out, &stop))
                 .await
                 .map_err(|e| StorageError::SegmentWrite(format!("merge task panicked: {e}")))?;
-        let remove_output = || {
-            let _ = self.store.delete_segment(&path);
+        // Files of a merge that will not be swapped in go at once; the staged row stays for
+        // the janitor (deleting a missing file is no error).
+        let remove_output = || async {
+            let _ = self.store.delete_segment(&path).await;
         };
         let (summary, bytes, index_bytes) = match written {
             Ok(Ok(w)) => w,
             Ok(Err(old_schema)) => {
+                remove_output().await;
                 self.unmergeable.lock().insert(old_schema);
                 return Ok(None);
             }
             Err(e) => {
-                remove_output();
+                remove_output().await;
                 return Err(e);
             }
         };
         let expected: u64 = group.iter().map(|s| s.rows).sum();
         if summary.rows != expected {
-            remove_output();
+            remove_output().await;
             return Err(StorageError::SegmentWrite(format!(
                 "merge of {} segments read {} rows where the catalog lists {expected}; left as they are",
                 group.len(),
                 summary.rows
             )));
         }
-        let merged = SegmentMeta {
-            id,
-            node: first.node.clone(),
-            tenant: first.tenant.clone(),
-            signal,
-            partition_hour: first.partition_hour,
-            path: path.clone(),
-            min_time_ns: summary.min_time_ns,
-            max_time_ns: summary.max_time_ns,
-            rows: summary.rows,
-            bytes,
-            index_bytes,
-            // The head-overlap rule compares LSNs: the merged rows are as old as the newest input.
-            flush_lsn: group.iter().map(|s| s.flush_lsn).max().unwrap_or(0),
-            // Late-data recounts (SLOs) look at segments created after their mark: the merge
-            // brings no new rows, so it is as new as its newest input.
-            created_at_ns: group.iter().map(|s| s.created_at_ns).max().unwrap_or(0),
-        };
+        merged.min_time_ns = summary.min_time_ns;
+        merged.max_time_ns = summary.max_time_ns;
+        merged.rows = summary.rows;
+        merged.bytes = bytes;
+        merged.index_bytes = index_bytes;
         if let Some(d) = self.pause_before_commit {
             tracing::info!(
                 inputs = group.len(),
@@ -320,7 +317,7 @@ impl Compactor {
             tokio::time::sleep(d).await;
         }
         if !self.catalog.replace_segments(group, &merged).await? {
-            remove_output();
+            remove_output().await;
             tracing::info!(partition = %path, "a segment of the merge was removed meanwhile (retention); merge dropped");
             return Ok(None);
         }
@@ -330,35 +327,7 @@ impl Compactor {
         self.bytes_read.add(group.iter().map(|s| s.bytes + s.index_bytes).sum());
         self.bytes_written.add(merged.bytes + merged.index_bytes);
         self.seconds.observe(started.elapsed().as_secs_f64());
-        self.remove_after_grace(group.to_vec());
         Ok(Some(merged))
-    }
-
-    /// Removes the replaced segments' files once no query can still be reading them. A crash
-    /// before then leaves files without catalog rows, which the start-up sweep removes.
-    fn remove_after_grace(&self, old: Vec<SegmentMeta>) {
-        let (store, grace, gauge) = (self.store.clone(), self.config.grace, self.pending_deletes.clone());
-        let on_removed = self.on_removed.clone();
-        gauge.add(old.len() as i64);
-        let paths: Vec<String> = old.into_iter().map(|s| s.path).collect();
-        let remove = move || {
-            for p in &paths {
-                let _ = store.delete_segment(p);
-                if let Some(dir) = p.rsplit_once('/').map(|(d, _)| d) {
-                    store.remove_empty_dirs(dir);
-                }
-            }
-            gauge.add(-(paths.len() as i64));
-            on_removed(&paths);
-        };
-        if grace.is_zero() {
-            remove();
-        } else {
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                remove();
-            });
-        }
     }
 }
 
@@ -562,10 +531,7 @@ fn merge_files(
     });
     // An index failure explains a write that stopped because of it.
     let index_bytes = index_bytes?;
-    data?;
+    let bytes = data?;
     let summary = written.expect("a successful write sets the summary");
-    let bytes = std::fs::metadata(store.root().join(out))
-        .map_err(|e| StorageError::SegmentWrite(format!("stat {out}: {e}")))?
-        .len();
     Ok(Ok((summary, bytes, index_bytes)))
 }

@@ -10,6 +10,8 @@ pub enum StorageError {
     SegmentWrite(String),
     #[error("segment read failed: {0}")]
     SegmentRead(String),
+    #[error("no such object: {0}")]
+    NotFound(String),
 }
 
 impl StorageError {

@@ -1,9 +1,11 @@
 //! The flusher: head → Parquet segments → catalog row + WAL checkpoint (one transaction) →
 //! WAL truncation. Runs every `interval`, when the head asks, and once more at shutdown.
 //!
-//! Crash points and what they leave: before the catalog commit, at most an orphan Parquet file
-//! that no query sees and start-up deletes; after it, the WAL replays nothing at or below the
-//! new checkpoint, so nothing is duplicated.
+//! Publishing: the segments are staged in the catalog before any of their files is written,
+//! then written, then published together with the WAL checkpoint in one transaction. Crash
+//! points and what they leave: before the commit, staged segments that no query sees and the
+//! janitor deletes (the WAL still holds their rows); after it, the WAL replays nothing at or
+//! below the new checkpoint, so nothing is duplicated.
 //!
 //! A partition is written as one segment per chunk of at most [`CHUNK_BYTES`] of head memory,
 //! so no valid data can make a flush fail for good (Arrow's 32-bit string offsets end at 2 GiB
@@ -278,23 +280,47 @@ impl Flusher {
         let started = Instant::now();
         let checkpoint = generation.last_lsn;
         let flush_id = format!("{:016x}{:04x}", now_ns(), self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff);
-        let store = self.store.clone();
-        let node = self.node.clone();
-        let g = generation.clone();
-        let indexer = self.indexer.clone();
-        let chunk_bytes = self.chunk_bytes;
-        // Sorting and Parquet encoding are CPU work: keep them off the async workers.
-        let metas = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
-            let mut metas = Vec::with_capacity(g.partitions.len());
-            let parts = g.partitions.iter().flat_map(|(key, batches)| {
-                chunks(batches, HeadBatch::bytes, chunk_bytes).into_iter().map(move |c| (key, c))
-            });
-            for (key, batches) in parts {
+        // Plan the segments (one per chunk of each partition) and stage them before any file
+        // is written, so whatever a failure or crash leaves has a catalog row the janitor
+        // finds.
+        let mut planned = Vec::new();
+        for (key, batches) in &generation.partitions {
+            let mut first = 0;
+            for c in chunks(batches, HeadBatch::bytes, self.chunk_bytes) {
                 let (day, hour) = partition_dirs(key.hour);
                 let salt: u32 = rand::rng().random();
-                // The node name leads, so each node sweeps only its own leftovers at start-up.
-                let id = format!("{node}-{flush_id}-{salt:08x}");
+                let id = format!("{}-{flush_id}-{salt:08x}", self.node);
                 let path = format!("{}/{}/{day}/{hour}/{id}.parquet", key.tenant, key.signal);
+                let meta = SegmentMeta {
+                    id,
+                    node: self.node.clone(),
+                    tenant: key.tenant.clone(),
+                    signal: key.signal,
+                    partition_hour: key.hour,
+                    path,
+                    min_time_ns: 0,
+                    max_time_ns: 0,
+                    rows: 0,
+                    bytes: 0,
+                    index_bytes: 0,
+                    flush_lsn: checkpoint,
+                    created_at_ns: 0,
+                };
+                planned.push((key.clone(), first..first + c.len(), meta));
+                first += c.len();
+            }
+        }
+        let staged: Vec<SegmentMeta> = planned.iter().map(|(_, _, m)| m.clone()).collect();
+        self.catalog.stage_segments(&staged).await?;
+        let store = self.store.clone();
+        let g = generation.clone();
+        let indexer = self.indexer.clone();
+        // Sorting and Parquet encoding are CPU work: keep them off the async workers.
+        let written = tokio::task::spawn_blocking(move || -> Result<Vec<SegmentMeta>, StorageError> {
+            let mut metas = Vec::with_capacity(planned.len());
+            for (key, range, mut meta) in planned {
+                let batches = &g.partitions[&key][range];
+                let path = meta.path.clone();
                 // The rows are put in segment order a slice at a time; each slice is encoded
                 // here and indexed on a second thread, so row addresses in the indexes are row
                 // numbers in the file and no sorted copy of the partition is ever held.
@@ -314,26 +340,35 @@ impl Flusher {
                 let index_bytes = index_bytes?;
                 let enc = enc?;
                 store.put(&path, &enc.bytes)?;
-                metas.push(SegmentMeta {
-                    id,
-                    node: node.clone(),
-                    tenant: key.tenant.clone(),
-                    signal: key.signal,
-                    partition_hour: key.hour,
-                    path,
-                    min_time_ns: enc.min_time_ns,
-                    max_time_ns: enc.max_time_ns,
-                    rows: enc.rows,
-                    bytes: enc.bytes.len() as u64,
-                    index_bytes,
-                    flush_lsn: checkpoint,
-                    created_at_ns: now_ns(),
-                });
+                meta.min_time_ns = enc.min_time_ns;
+                meta.max_time_ns = enc.max_time_ns;
+                meta.rows = enc.rows;
+                meta.bytes = enc.bytes.len() as u64;
+                meta.index_bytes = index_bytes;
+                metas.push(meta);
             }
             Ok(metas)
         })
         .await
-        .map_err(|e| StorageError::SegmentWrite(format!("flush task panicked: {e}")))??;
+        .map_err(|e| StorageError::SegmentWrite(format!("flush task panicked: {e}")))
+        .and_then(|r| r);
+        let mut metas = match written {
+            Ok(m) => m,
+            Err(e) => {
+                // What was written goes now (a full disk must not fill up with one partial
+                // segment per retry); the staged rows stay for the janitor.
+                for m in &staged {
+                    let _ = self.store.delete_segment(&m.path).await;
+                }
+                return Err(e);
+            }
+        };
+        // Late-data recounts (SLOs) look for segments created after their mark: a segment is
+        // created when it becomes visible.
+        let published_at = now_ns();
+        for m in &mut metas {
+            m.created_at_ns = published_at;
+        }
 
         if let Some(d) = self.pause_before_commit {
             tracing::info!(
@@ -344,9 +379,9 @@ impl Flusher {
         }
         if !self.catalog.commit_flush(&self.node, &metas, checkpoint).await? {
             // An earlier attempt committed after all (its answer was lost). These files are
-            // copies; the start-up sweep would remove them too.
+            // copies: removed now, their staged rows by the janitor.
             for m in &metas {
-                let _ = self.store.delete_segment(&m.path);
+                let _ = self.store.delete_segment(&m.path).await;
             }
             tracing::warn!(checkpoint, "flush was already committed; removed the duplicate files of the retry");
         }

@@ -28,7 +28,14 @@ fn seg(id: &str, signal: Signal, hour: i64, lsn: u64) -> SegmentMeta {
 async fn exercise(catalog: &Catalog) {
     assert_eq!(
         catalog.migrate().await.unwrap(),
-        vec!["0001_segments", "0002_segment_index", "0003_slo", "0004_slo_late_data", "0005_nodes"]
+        vec![
+            "0001_segments",
+            "0002_segment_index",
+            "0003_slo",
+            "0004_slo_late_data",
+            "0005_nodes",
+            "0006_segment_states"
+        ]
     );
     assert!(catalog.migrate().await.unwrap().is_empty(), "migrations apply once");
 
@@ -49,14 +56,25 @@ async fn exercise(catalog: &Catalog) {
     assert_eq!(catalog.nodes().await.unwrap(), vec![node("q1", "query,alert", 200)]);
     assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 0);
 
-    assert!(
-        catalog.commit_flush("n1", &[seg("a", Signal::Spans, 10, 4), seg("b", Signal::Logs, 10, 4)], 4).await.unwrap()
-    );
-    assert!(catalog.commit_flush("n1", &[seg("c", Signal::Spans, 12, 9)], 9).await.unwrap());
+    // Segments are staged (with placeholder figures) before their files are written, and
+    // published with their figures by the commit that moves the checkpoint.
+    let (a, b, c) = (seg("a", Signal::Spans, 10, 4), seg("b", Signal::Logs, 10, 4), seg("c", Signal::Spans, 12, 9));
+    let placeholder = |s: &SegmentMeta| SegmentMeta { rows: 0, bytes: 0, min_time_ns: 0, max_time_ns: 0, ..s.clone() };
+    catalog.stage_segments(&[placeholder(&a), placeholder(&b), placeholder(&c)]).await.unwrap();
+    assert!(catalog.segments(&Tenant::default(), Signal::Spans, None, None).await.unwrap().is_empty());
+    assert!(catalog.commit_flush("n1", &[a, b], 4).await.unwrap());
+    assert!(catalog.commit_flush("n1", &[c], 9).await.unwrap());
     assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 9);
-    // A retried commit of an already committed flush changes nothing.
+    // A retried commit of an already committed flush changes nothing; its staged row is left
+    // to the janitor.
+    catalog.stage_segments(&[seg("c2", Signal::Spans, 12, 9)]).await.unwrap();
     assert!(!catalog.commit_flush("n1", &[seg("c2", Signal::Spans, 12, 9)], 9).await.unwrap());
-    assert_eq!(catalog.all_segment_paths().await.unwrap().len(), 3);
+    assert_eq!(catalog.segment_state("c2").await.unwrap().as_deref(), Some("staged"));
+    // Publishing a segment that was never staged (or that the janitor took) fails whole.
+    let e = catalog.commit_flush("n1", &[seg("ghost", Signal::Spans, 12, 11)], 11).await.unwrap_err();
+    assert!(e.to_string().contains("no longer staged"), "{e}");
+    assert_eq!(catalog.wal_checkpoint("n1").await.unwrap(), 9, "the checkpoint did not move");
+    lifecycle(catalog).await;
 
     let t = Tenant::default();
     let ids = |v: Vec<SegmentMeta>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
@@ -76,6 +94,64 @@ async fn exercise(catalog: &Catalog) {
     assert!(catalog.segments_created_after(&t, Signal::Spans, newest).await.unwrap().is_empty());
     assert!(catalog.segments_created_after(&other, Signal::Spans, -1).await.unwrap().is_empty());
     slo_state(catalog).await;
+}
+
+/// Staged and retired segments reach the janitor only after their grace period, and a claim
+/// and a publish of the same segment cannot both succeed.
+async fn lifecycle(catalog: &Catalog) {
+    use tracelight_storage::catalog::GarbageStats;
+    let t = Tenant::default();
+    let g = catalog.garbage().await.unwrap();
+    assert_eq!(g, GarbageStats { staged: 1, retired: 0, deleting: 0 }, "c2 from the retried commit");
+    // Nothing is due yet at a time before it was staged.
+    assert!(catalog.claim_garbage(0, 0, 10).await.unwrap().is_empty());
+    let far = i64::MAX;
+    let claimed = catalog.claim_garbage(0, far, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["c2"]);
+    assert_eq!(catalog.segment_state("c2").await.unwrap().as_deref(), Some("deleting"));
+    assert_eq!(catalog.forget_deleted(&["c2".into()]).await.unwrap(), 1);
+    assert_eq!(catalog.segment_state("c2").await.unwrap(), None);
+
+    // The janitor claims a staged merge output; the swap then fails and changes nothing.
+    let merged = seg("m", Signal::Spans, 10, 4);
+    catalog.stage_segments(std::slice::from_ref(&merged)).await.unwrap();
+    assert_eq!(catalog.claim_garbage(0, far, 10).await.unwrap().len(), 1);
+    let a = catalog.segments(&t, Signal::Spans, None, Some(11 * H)).await.unwrap();
+    assert!(!catalog.replace_segments(&a, &merged).await.unwrap());
+    assert_eq!(catalog.segments(&t, Signal::Spans, None, Some(11 * H)).await.unwrap(), a, "the inputs stay");
+    catalog.forget_deleted(&["m".into()]).await.unwrap();
+    // Published first, a segment is no longer the janitor's: the swap wins.
+    let merged = seg("m2", Signal::Spans, 10, 4);
+    catalog.stage_segments(std::slice::from_ref(&merged)).await.unwrap();
+    assert!(catalog.replace_segments(&a, &merged).await.unwrap());
+    assert!(catalog.claim_garbage(0, far, 10).await.unwrap().is_empty(), "the retired input is within its grace");
+    let ids = |v: Vec<SegmentMeta>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(catalog.segments(&t, Signal::Spans, None, Some(11 * H)).await.unwrap()), ["m2"]);
+    assert_eq!(catalog.garbage().await.unwrap().retired, 1);
+    // A second swap of the same inputs finds them retired.
+    let again = seg("m3", Signal::Spans, 10, 4);
+    catalog.stage_segments(std::slice::from_ref(&again)).await.unwrap();
+    assert!(!catalog.replace_segments(&a, &again).await.unwrap());
+    let claimed = catalog.claim_garbage(far, far, 10).await.unwrap();
+    let mut got = ids(claimed);
+    got.sort();
+    assert_eq!(got, ["a", "m3"]);
+    // A claim whose janitor died is claimed again after the grace period, not before.
+    assert!(catalog.claim_garbage(0, far, 10).await.unwrap().is_empty());
+    assert_eq!(catalog.claim_garbage(far, 0, 1).await.unwrap().len(), 1, "at most the limit");
+    assert_eq!(catalog.forget_deleted(&["a".into(), "m3".into()]).await.unwrap(), 2);
+    // Put the spans back as the checks after this expect them (a and c).
+    let a = seg("a", Signal::Spans, 10, 4);
+    catalog.stage_segments(std::slice::from_ref(&a)).await.unwrap();
+    assert!(
+        catalog
+            .replace_segments(&catalog.segments(&t, Signal::Spans, None, Some(11 * H)).await.unwrap(), &a)
+            .await
+            .unwrap()
+    );
+    assert_eq!(catalog.claim_garbage(far, far, 10).await.unwrap().len(), 1);
+    catalog.forget_deleted(&["m2".into()]).await.unwrap();
+    assert_eq!(catalog.garbage().await.unwrap(), GarbageStats::default());
 }
 
 /// SLO counts, alert states and the outbox, on either database.

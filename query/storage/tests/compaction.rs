@@ -1,6 +1,6 @@
 //! Compaction: which segments a pass merges, and that a merge keeps every row (same multiset,
 //! flush order), builds a trace-ID index that finds every trace, swaps in one catalog
-//! transaction, and keeps the replaced files readable for the grace period.
+//! transaction, and keeps the replaced files readable until the janitor's grace period is over.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tracelight_model::{Signal, Tenant};
 use tracelight_storage::compact::plan;
 use tracelight_storage::segment::encode;
 use tracelight_storage::traceidx::{self, TraceIndexBuilder, TraceIndexFile};
-use tracelight_storage::{Catalog, CompactionConfig, Compactor, SegmentMeta, SegmentStore};
+use tracelight_storage::{Catalog, CompactionConfig, Compactor, Janitor, SegmentMeta, SegmentStore};
 
 const H: i64 = 3_600_000_000_000;
 
@@ -157,6 +157,7 @@ async fn a_merge_keeps_every_row_in_flush_order_and_swaps_in_one_step() {
             flush_lsn: k as u64 + 1,
             ..meta("x", hour, 0, 0)
         };
+        catalog.stage_segments(std::slice::from_ref(&m)).await.unwrap();
         assert!(catalog.commit_flush("n1", std::slice::from_ref(&m), k as u64 + 1).await.unwrap());
         expected.extend(rows_of(&store, &m.path));
         segments.push(m);
@@ -165,17 +166,8 @@ async fn a_merge_keeps_every_row_in_flush_order_and_swaps_in_one_step() {
     assert_eq!(listed_before.len(), 5);
 
     let registry = Registry::default();
-    let config = CompactionConfig {
-        min_age: Duration::ZERO,
-        min_inputs: 2,
-        grace: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let removed = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let compactor = Compactor::new(catalog.clone(), store.clone(), "n1".into(), config, &registry).with_on_removed({
-        let removed = removed.clone();
-        Arc::new(move |p: &[String]| removed.lock().extend(p.iter().cloned()))
-    });
+    let config = CompactionConfig { min_age: Duration::ZERO, min_inputs: 2, ..Default::default() };
+    let compactor = Compactor::new(catalog.clone(), store.clone(), "n1".into(), config, &registry);
     let stats = compactor.compact_once().await.unwrap();
     assert_eq!((stats.merges, stats.inputs), (1, 5));
     assert_eq!(stats.rows, expected.len() as u64);
@@ -217,13 +209,20 @@ async fn a_merge_keeps_every_row_in_flush_order_and_swaps_in_one_step() {
     }
 
     // A query that listed the old set before the swap still reads it during the grace period.
+    let hour_long = Janitor::new(catalog.clone(), store.clone(), Duration::from_secs(3600), &Registry::default());
+    assert_eq!(hour_long.pass().await.unwrap().segments, 0);
     for s in &listed_before {
         assert!(!rows_of(&store, &s.path).is_empty());
     }
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let removed = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let janitor = Janitor::new(catalog.clone(), store.clone(), Duration::ZERO, &Registry::default()).with_on_removed({
+        let removed = removed.clone();
+        Arc::new(move |p: &[String]| removed.lock().extend(p.iter().cloned()))
+    });
+    assert_eq!(janitor.pass().await.unwrap().segments, 5);
     for s in &listed_before {
-        assert!(!store.root().join(&s.path).exists(), "{} is removed after the grace", s.path);
-        assert!(!store.root().join(traceidx::path_for(&s.path)).exists());
+        assert!(!store.local_root().unwrap().join(&s.path).exists(), "{} is removed after the grace", s.path);
+        assert!(!store.local_root().unwrap().join(traceidx::path_for(&s.path)).exists());
     }
     let mut gone = removed.lock().clone();
     gone.sort();
@@ -233,6 +232,7 @@ async fn a_merge_keeps_every_row_in_flush_order_and_swaps_in_one_step() {
     // Nothing more to do; a swap whose inputs are gone changes nothing.
     assert_eq!(compactor.compact_once().await.unwrap().merges, 0);
     let phantom = meta("n1-zz", hour, 1, 1);
+    catalog.stage_segments(&[meta("n1-new", hour, 1, 1)]).await.unwrap();
     assert!(!catalog.replace_segments(&[merged.clone(), phantom], &meta("n1-new", hour, 1, 1)).await.unwrap());
     assert_eq!(catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap(), after);
 }

@@ -1,15 +1,17 @@
-//! Segment files and their index directories: retention removes both by partition, the
-//! start-up sweep removes what a crash left without a catalog row, and point reads by row
-//! number return exactly the rows asked for.
+//! Segment files and their index directories: retention retires partitions, the janitor
+//! deletes what retention, merges and crashes left once its grace period is over, and point
+//! reads by row number return exactly the rows asked for.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
+use tracelight_model::telemetry::Registry;
 use tracelight_model::time::{hour_of, now_ns, partition_dirs};
 use tracelight_model::{Signal, Tenant};
-use tracelight_storage::{Catalog, SegmentMeta, SegmentStore, apply_retention, index_dir, remove_orphans};
+use tracelight_storage::{Catalog, Janitor, SegmentMeta, SegmentStore, apply_retention, index_dir};
 
 const H: i64 = 3_600_000_000_000;
 
@@ -49,58 +51,70 @@ fn put_segment(store: &SegmentStore, rel: &str) {
 }
 
 #[tokio::test]
-async fn retention_removes_partitions_with_their_indexes_and_the_sweep_removes_orphans() {
+async fn retention_retires_and_the_janitor_deletes_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::connect(&format!("sqlite://{}/catalog.db", dir.path().display())).await.unwrap();
     catalog.migrate().await.unwrap();
     let store = SegmentStore::open(&dir.path().join("segments").to_string_lossy()).unwrap();
-    let root = store.root().to_path_buf();
+    let root = store.local_root().unwrap().to_path_buf();
     let (old, new) = (hour_of(now_ns()) - 48, hour_of(now_ns()));
 
     let (a, b) = (meta(&nm("n1", 1), old), meta(&nm("n1", 2), new));
+    catalog.stage_segments(&[a.clone(), b.clone()]).await.unwrap();
     put_segment(&store, &a.path);
     put_segment(&store, &b.path);
     assert!(catalog.commit_flush("n1", &[a.clone(), b.clone()], 5).await.unwrap());
-    // Left by crashes: a segment and index without a catalog row, a half-built index, and
-    // another node's uncommitted segment (not ours to remove).
-    put_segment(&store, &path(new, &nm("n1", 3)));
-    std::fs::create_dir_all(root.join(format!("{}.tmp", index_dir(&path(new, &nm("n1", 4)))))).unwrap();
-    std::fs::write(root.join(format!("{}.tmp/x", index_dir(&path(new, &nm("n1", 4))))), b"x").unwrap();
-    put_segment(&store, &path(new, &nm("n2", 5)));
-    // A node whose name starts with this one's and a dash is another node.
-    put_segment(&store, &path(new, &nm("n1-x", 6)));
+    // Left by crashes: a staged segment whose files were written but never published, and one
+    // whose index build was cut short.
+    let (c, d) = (meta(&nm("n1", 3), new), meta(&nm("n1", 4), new));
+    catalog.stage_segments(&[c.clone(), d.clone()]).await.unwrap();
+    put_segment(&store, &c.path);
+    std::fs::create_dir_all(root.join(format!("{}.tmp", index_dir(&d.path)))).unwrap();
+    std::fs::write(root.join(format!("{}.tmp/x", index_dir(&d.path))), b"x").unwrap();
+    std::fs::write(root.join(format!("{}.tmp", d.path)), b"PA").unwrap();
+    let listed = |catalog: Catalog| async move {
+        let v = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
+        v.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(catalog.clone()).await, [a.id.clone(), b.id.clone()], "staged segments are not listed");
 
-    assert_eq!(remove_orphans(&catalog, &store, "n1").await.unwrap(), 3);
-    assert!(!root.join(path(new, &nm("n1", 3))).exists() && !root.join(index_dir(&path(new, &nm("n1", 3)))).exists());
-    assert!(!root.join(format!("{}.tmp", index_dir(&path(new, &nm("n1", 4))))).exists());
-    assert!(root.join(path(new, &nm("n2", 5))).exists(), "other nodes' files are left alone");
-    assert!(root.join(path(new, &nm("n1-x", 6))).exists(), "n1-x is not n1");
-    assert!(root.join(&a.path).exists() && root.join(index_dir(&a.path)).join("meta.json").exists());
+    let r = apply_retention(&catalog, new * H).await.unwrap();
+    assert_eq!((r.segments, r.bytes), (1, 7));
+    assert_eq!(listed(catalog.clone()).await, [b.id.clone()], "retention hides the segment at once");
+    assert!(root.join(&a.path).exists(), "a query that listed it before still reads it");
+    assert_eq!(apply_retention(&catalog, new * H).await.unwrap().segments, 0, "nothing more to do");
 
-    // A query that listed the segment before its row went can still read it during the grace.
-    let listed = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
-    let grace = std::time::Duration::from_millis(300);
-    let pass = tokio::spawn({
-        let (catalog, store) = (catalog.clone(), store.clone());
-        async move { apply_retention(&catalog, &store, new * H, grace).await.unwrap() }
-    });
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap().len() == listed.len() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the catalog row goes first");
-    assert!(!pass.is_finished() && root.join(&a.path).exists(), "the file stays for the grace period");
-    let r = pass.await.unwrap();
-    assert_eq!((r.segments, r.bytes, r.paths.clone()), (1, 7, vec![a.path.clone()]));
-    assert!(!root.join(&a.path).exists() && !root.join(index_dir(&a.path)).exists());
+    // Within the grace periods the janitor deletes nothing.
+    let registry = Registry::default();
+    let hour = Duration::from_secs(3600);
+    let patient = Janitor::new(catalog.clone(), store.clone(), hour, &registry).with_staged_grace(hour);
+    assert_eq!(patient.pass().await.unwrap().segments, 0);
+    assert!(root.join(&a.path).exists() && root.join(&c.path).exists());
+    let waiting = registry.render();
+    assert!(waiting.contains("tracelight_segments_awaiting_deletion 3"), "{waiting}");
+
+    // Past them, it deletes the retired and the staged segments with everything of theirs.
+    let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = removed.clone();
+    let eager = Janitor::new(catalog.clone(), store.clone(), Duration::ZERO, &Registry::default())
+        .with_staged_grace(Duration::ZERO)
+        .with_on_removed(Arc::new(move |p: &[String]| seen.lock().unwrap().extend_from_slice(p)));
+    let s = eager.pass().await.unwrap();
+    assert_eq!((s.segments, s.failed), (3, 0));
+    let mut gone = removed.lock().unwrap().clone();
+    gone.sort();
+    assert_eq!(gone, [a.path.clone(), c.path.clone(), d.path.clone()]);
+    for p in [&a.path, &c.path, &d.path] {
+        assert!(!root.join(p).exists() && !root.join(index_dir(p)).exists(), "{p}");
+        assert!(catalog.segment_state(&p[p.rfind('/').unwrap() + 1..p.len() - 8]).await.unwrap().is_none());
+    }
+    assert!(
+        !root.join(format!("{}.tmp", index_dir(&d.path))).exists() && !root.join(format!("{}.tmp", d.path)).exists()
+    );
     assert!(!root.join(&a.path).parent().unwrap().exists(), "the emptied partition directory goes too");
     assert!(root.join(&b.path).exists() && root.join(index_dir(&b.path)).exists());
-    let left = catalog.segments(&Tenant::default(), Signal::Logs, None, None).await.unwrap();
-    assert_eq!(left.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), [nm("n1", 2)]);
-    // Nothing more to do.
-    assert_eq!(apply_retention(&catalog, &store, new * H, grace).await.unwrap().segments, 0);
+    assert_eq!(listed(catalog.clone()).await, [b.id.clone()]);
+    assert_eq!(eager.pass().await.unwrap().segments, 0, "nothing more to do");
 }
 
 #[test]

@@ -3,72 +3,17 @@
 //! 127.0.0.1. First `object_store`'s own conformance checks, so that a server bug is not
 //! mistaken for ours; then what tracelight relies on (create-only puts).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "../../../tests/support/moto.rs"]
+mod moto;
+
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use object_store::integration;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use moto::{Moto, create_bucket, moto, options};
 use tracelight_storage::objstore::{self, Location, S3Options};
-
-/// A moto server on a free port of 127.0.0.1, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts moto, or says why the test is skipped (never under CI).
-fn moto(test: &str) -> Option<Moto> {
-    let Ok(exe) = std::env::var("TRACELIGHT_TEST_MOTO") else {
-        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_MOTO unset under CI; scripts/test sets it");
-        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_MOTO is not set (scripts/test installs moto and sets it)");
-        return None;
-    };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(&exe)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
-    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto did not listen on {port} within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
-
-/// Creates a bucket (object_store does not create buckets): one unsigned path-style PUT.
-fn create_bucket(endpoint: &str, bucket: &str) {
-    let addr = endpoint.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {reply}");
-}
-
-fn options(endpoint: &str) -> S3Options {
-    S3Options {
-        endpoint: endpoint.into(),
-        region: "us-east-1".into(),
-        access_key_id: "test".into(),
-        secret_access_key: "test".into(),
-        allow_http: true,
-        ..Default::default()
-    }
-}
 
 fn store(moto: &Moto, url: &str) -> std::sync::Arc<dyn ObjectStore> {
     let Location::S3 { bucket, prefix } = Location::parse(url).unwrap() else { panic!("{url} is not s3") };

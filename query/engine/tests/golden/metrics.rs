@@ -107,7 +107,6 @@ async fn metric_charts_aggregate_stored_points_per_bucket() {
     let config = tracelight_storage::CompactionConfig {
         min_age: std::time::Duration::ZERO,
         min_inputs: 2,
-        grace: std::time::Duration::ZERO,
         ..Default::default()
     };
     let compactor =

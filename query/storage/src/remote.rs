@@ -1,0 +1,258 @@
+//! Segments on object storage (`s3://BUCKET/PREFIX`): what [`crate::SegmentStore`] does when
+//! its files are objects.
+//!
+//! - Writes are create-only puts (`If-None-Match: *`): a name is never written twice, so no
+//!   reader ever sees an object change. Objects above [`MULTIPART_BYTES`] go up in parts (S3
+//!   has no create-only multipart upload; the name is unique and staged in the catalog first,
+//!   so nothing else writes it).
+//! - Parquet is read with range requests; a segment's trace-ID index and full-text index
+//!   bundle are fetched whole into the node's [`DiskCache`] and read from there.
+//! - The store's callers are synchronous (Parquet encoding, tantivy), so requests run on a
+//!   small runtime of this store's own and the caller's thread waits for them ([`Remote::block`]).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use crate::diskcache::DiskCache;
+use crate::error::StorageError;
+
+/// Objects larger than this are uploaded in parts.
+pub const MULTIPART_BYTES: u64 = 64 << 20;
+/// Size of one uploaded part.
+const PART_BYTES: usize = 16 << 20;
+
+pub(crate) struct Remote {
+    /// The bucket (DataFusion is given the same store).
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    /// `s3://BUCKET`.
+    pub(crate) url: String,
+    /// Key prefix of every segment (no leading or trailing `/`; may be empty).
+    pub(crate) prefix: String,
+    /// Local room for compaction output and index builds before upload, and for whole
+    /// segments that compaction reads.
+    pub(crate) scratch: PathBuf,
+    pub(crate) disk: Arc<DiskCache>,
+    io: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed on an async task.
+        if let Some(rt) = self.io.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn fail(what: &str, key: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::SegmentWrite(format!("object storage: {what} {key}: {e}"))
+}
+
+fn read_fail(key: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::SegmentRead(format!("object storage: read {key}: {e}"))
+}
+
+impl Remote {
+    pub(crate) fn new(
+        objects: Arc<dyn ObjectStore>,
+        url: &str,
+        prefix: &str,
+        scratch: &Path,
+        disk: Arc<DiskCache>,
+    ) -> Result<Remote, StorageError> {
+        std::fs::create_dir_all(scratch)
+            .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", scratch.display())))?;
+        // Leftovers of a process that died mid-upload: nothing refers to them.
+        if let Ok(entries) = std::fs::read_dir(scratch) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            }
+        }
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tracelight-io")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::Config(format!("cannot start the object storage runtime: {e}")))?;
+        Ok(Remote {
+            objects,
+            url: url.trim_end_matches('/').to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            scratch: scratch.to_path_buf(),
+            disk,
+            io: Some(io),
+        })
+    }
+
+    pub(crate) fn path(&self, rel: &str) -> ObjectPath {
+        if self.prefix.is_empty() { ObjectPath::from(rel) } else { ObjectPath::from(format!("{}/{rel}", self.prefix)) }
+    }
+
+    /// Runs `fut` on this store's runtime and waits for it, from any thread: a plain thread,
+    /// a blocking-pool thread, or a worker of a multi-threaded runtime (which hands its other
+    /// tasks to the remaining workers while it waits).
+    pub(crate) fn block<F>(&self, fut: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let io = self.io.as_ref().expect("the runtime lives as long as the store").handle();
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => io.block_on(fut),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| io.block_on(fut))
+            }
+            // A single-threaded runtime cannot give its thread away: wait on another one.
+            Ok(_) => {
+                std::thread::scope(|s| s.spawn(|| io.block_on(fut)).join().expect("object storage thread panicked"))
+            }
+        }
+    }
+
+    /// A scratch path no other writer uses.
+    pub(crate) fn scratch_path(&self, suffix: &str) -> PathBuf {
+        self.scratch.join(format!("{:016x}{suffix}", rand::random::<u64>()))
+    }
+
+    /// Create-only put of `bytes` at `rel`.
+    pub(crate) fn put_bytes(&self, rel: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let path = self.path(rel);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.block(self.objects.put_opts(&path, PutPayload::from_bytes(bytes), opts))
+            .map(|_| ())
+            .map_err(|e| fail("put", rel, e))
+    }
+
+    /// Uploads the local file `file` to `rel` (create-only when it fits one request); returns
+    /// its size.
+    pub(crate) fn put_file(&self, rel: &str, file: &Path) -> Result<u64, StorageError> {
+        let io = |e: std::io::Error| fail("upload", rel, format!("{}: {e}", file.display()));
+        let size = std::fs::metadata(file).map_err(io)?.len();
+        if size <= MULTIPART_BYTES {
+            let bytes = std::fs::read(file).map_err(io)?;
+            self.put_bytes(rel, Bytes::from(bytes))?;
+            return Ok(size);
+        }
+        let path = self.path(rel);
+        let mut f = std::fs::File::open(file).map_err(io)?;
+        self.block(async {
+            let upload = self.objects.put_multipart(&path).await.map_err(|e| fail("start upload of", rel, e))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut buf = vec![0u8; 4 << 20];
+            loop {
+                // Two parts in flight at most: memory stays bounded whatever the file's size.
+                w.wait_for_capacity(2).await.map_err(|e| fail("upload", rel, e))?;
+                let n = f.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                w.write(&buf[..n]);
+            }
+            w.finish().await.map_err(|e| fail("finish upload of", rel, e))?;
+            Ok(size)
+        })
+    }
+
+    /// Downloads `rel` whole into a new scratch file and returns its path.
+    pub(crate) fn get_to_file(&self, rel: &str) -> Result<PathBuf, StorageError> {
+        let dest = self.scratch_path(".download");
+        let path = self.path(rel);
+        let result = self.block(async {
+            let mut out = std::fs::File::create(&dest).map_err(|e| read_fail(rel, e))?;
+            let mut stream = self.objects.get(&path).await.map_err(|e| read_fail(rel, e))?.into_stream();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk.map_err(|e| read_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(dest),
+            Err(e) => {
+                let _ = std::fs::remove_file(&dest);
+                Err(e)
+            }
+        }
+    }
+
+    /// The local copy of `rel` from the disk cache, fetched on a miss; `None` when there is
+    /// no such object.
+    pub(crate) fn cached(&self, rel: &str) -> Result<Option<PathBuf>, StorageError> {
+        let path = self.path(rel);
+        let got = self.block(self.disk.get_or_fetch(rel, async {
+            match self.objects.get(&path).await {
+                Ok(r) => r.bytes().await.map_err(|e| read_fail(rel, e)),
+                Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound(rel.to_string())),
+                Err(e) => Err(read_fail(rel, e)),
+            }
+        }));
+        match got {
+            Ok(p) => Ok(Some(p)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size of object `rel`.
+    pub(crate) fn size(&self, rel: &str) -> Result<u64, StorageError> {
+        let path = self.path(rel);
+        self.block(self.objects.head(&path)).map(|m| m.size).map_err(|e| read_fail(rel, e))
+    }
+
+    /// Deletes `rel`; a missing object is not an error. Its cached copy goes too.
+    pub(crate) async fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        self.disk.remove(rel);
+        match self.objects.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail("delete", rel, e)),
+        }
+    }
+}
+
+/// Parquet's view of one segment object: range requests (several coalesced and in parallel),
+/// and the footer read knowing the object's size.
+pub(crate) struct ObjectReader {
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) path: ObjectPath,
+    /// The object's size (needed for the footer only).
+    pub(crate) size: u64,
+}
+
+fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.objects.get_range(&self.path, range).await.map_err(parquet_err) }.boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.objects.get_ranges(&self.path, &ranges).await.map_err(parquet_err) }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(meta))
+        }
+        .boxed()
+    }
+}
