@@ -13,7 +13,7 @@ use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
 use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
 use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
-use tracelight_storage::{Catalog, Compactor, Flusher, Head, HeadConfig, SegmentStore};
+use tracelight_storage::{Catalog, Compactor, Flusher, Head, HeadConfig, Leadership, SegmentStore};
 use tracelight_web::notify::{Channel, Notifier};
 use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
@@ -204,9 +204,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         heartbeat_ns: started_ns,
     };
     tokio::spawn(crate::cluster::heartbeat(catalog.clone(), me, until_stop(stop_rx.clone())));
+    // Leader jobs run on one node at a time (always this one on SQLite).
+    let compact_leader = catalog.campaign("compact", stop_rx.clone());
+    let alert_leader = catalog.campaign("alert", stop_rx.clone());
     if let Some(period) = config.retention_period()? {
         tokio::spawn(retention(
             catalog.clone(),
+            compact_leader.clone(),
             period,
             config.retention_check_interval()?,
             until_stop(stop_rx.clone()),
@@ -219,6 +223,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let janitor = Arc::new(
             tracelight_storage::Janitor::new(catalog.clone(), store.clone(), times.grace, &registry)
                 .with_staged_grace(times.staged_grace)
+                .with_leadership(compact_leader.clone())
                 .with_on_removed(Arc::new(move |paths: &[String]| forget.forget_segments(paths))),
         );
         tokio::spawn(janitor.run(times.interval, stop_rx.clone()));
@@ -233,6 +238,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 &registry,
             )
             .with_head(head.clone())
+            .with_leadership(compact_leader.clone())
             .with_indexer(Arc::new(SegmentIndexBuilder))
             // Crash tests aim SIGKILL between the merged write and the catalog swap with it.
             .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_SWAP_MS")),
@@ -240,7 +246,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(compactor.run(stop_rx.clone()));
     }
     if !slos.specs().is_empty() {
-        tokio::spawn(evaluate_slos(slos.clone(), config.eval_interval()?, until_stop(stop_rx.clone())));
+        tokio::spawn(evaluate_slos(
+            slos.clone(),
+            alert_leader.clone(),
+            config.eval_interval()?,
+            until_stop(stop_rx.clone()),
+        ));
     }
     if !config.notify.is_empty() {
         let channels = config
@@ -256,7 +267,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let notifier = Notifier::new(channels, config.allow_destinations()?, Arc::new(catalog.clone()), &registry)
             // Crash tests aim SIGKILL between a receiver's 2xx and the delivered mark with it.
             .with_pause_after_delivery(fault_pause("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS"));
-        tokio::spawn(deliver_notifications(notifier, until_stop(stop_rx.clone())));
+        tokio::spawn(deliver_notifications(notifier, alert_leader.clone(), until_stop(stop_rx.clone())));
     }
     let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
     let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
@@ -352,35 +363,43 @@ async fn shutdown_signal() {
 
 /// Deletes expired partitions every `interval` until `stop` resolves.
 /// Evaluates the SLOs every `every` until `stop`.
-async fn evaluate_slos(slos: Arc<SloEngine>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+async fn evaluate_slos(
+    slos: Arc<SloEngine>,
+    leader: Leadership,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tick.tick() => slos.tick(tracelight_model::time::now_ns()).await,
+            _ = tick.tick() => if leader.is_leader() {
+                slos.tick(tracelight_model::time::now_ns()).await
+            },
         }
     }
 }
 
 /// Sends due notifications from the outbox every second until `stop`.
-async fn deliver_notifications(notifier: Notifier, stop: impl std::future::Future<Output = ()>) {
+async fn deliver_notifications(notifier: Notifier, leader: Leadership, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tick.tick() => {
+            _ = tick.tick() => if leader.is_leader() {
                 notifier.deliver_due(tracelight_model::time::now_ns()).await;
-            }
+            },
         }
     }
 }
 
 async fn retention(
     catalog: Catalog,
+    leader: Leadership,
     period: std::time::Duration,
     interval: std::time::Duration,
     stop: impl std::future::Future<Output = ()>,
@@ -388,7 +407,12 @@ async fn retention(
     tokio::pin!(stop);
     loop {
         let cutoff = tracelight_model::time::now_ns().saturating_sub(period.as_nanos() as i64);
-        match tracelight_storage::apply_retention(&catalog, cutoff).await {
+        let pass = if leader.is_leader() {
+            tracelight_storage::apply_retention(&catalog, cutoff).await
+        } else {
+            Ok(Default::default())
+        };
+        match pass {
             Ok(r) if r.segments > 0 => {
                 tracing::info!(
                     segments = r.segments,

@@ -205,8 +205,10 @@ macro_rules! publish_segment {
     }};
 }
 
+mod leader;
 mod lifecycle;
 mod nodes;
+pub use leader::{Leadership, leader_retry, lock_key};
 pub use lifecycle::{GarbageStats, SegmentState};
 pub use nodes::NodeInfo;
 
@@ -414,23 +416,22 @@ impl Catalog {
         rows.into_iter().map(RawSegment::into_meta).collect()
     }
 
-    /// Published segments of `node` (of every tenant and signal) smaller than `below_bytes` and
-    /// created before `created_before_ns`: what that node's compaction may merge. Ordered by partition, node, then
+    /// Published segments (of every node, tenant and signal) smaller than `below_bytes` and
+    /// created before `created_before_ns`: what compaction may merge. Ordered by partition, node, then
     /// creation, so the segments of one partition come together in flush order.
     pub async fn compaction_candidates(
         &self,
-        node: &str,
         below_bytes: u64,
         created_before_ns: i64,
     ) -> Result<Vec<SegmentMeta>, StorageError> {
         let sel = format!(
             "SELECT {ALL_COLUMNS} FROM segments
-             WHERE node = $3 AND byte_size < $1 AND created_at_ns < $2 AND state = 'published'
+             WHERE byte_size < $1 AND created_at_ns < $2 AND state = 'published'
              ORDER BY tenant, signal, partition_hour, node, flush_lsn, created_at_ns, id"
         );
         let rows: Vec<RawSegment> = on_pool!(self, pool => {
             sqlx::query(sqlx::AssertSqlSafe(sel.as_str()))
-                .bind(below_bytes.min(i64::MAX as u64) as i64).bind(created_before_ns).bind(node)
+                .bind(below_bytes.min(i64::MAX as u64) as i64).bind(created_before_ns)
                 .fetch_all(pool).await.map_err(|e| StorageError::catalog("list compaction candidates", e))?
                 .iter().map(raw_segment!()).collect()
         });

@@ -28,7 +28,7 @@ use tracelight_model::Signal;
 use tracelight_model::telemetry::{Counter, Histogram, Registry};
 use tracelight_model::time::{now_ns, partition_dirs};
 
-use crate::catalog::{Catalog, SegmentMeta};
+use crate::catalog::{Catalog, Leadership, SegmentMeta};
 use crate::error::StorageError;
 use crate::flush::{SegmentIndexer, build_indexes};
 use crate::head::Head;
@@ -94,6 +94,7 @@ pub struct Compactor {
     stop: Arc<AtomicBool>,
     seq: AtomicU64,
     pause_before_commit: Option<Duration>,
+    leadership: Leadership,
     /// Segments written with an older schema: never merged, and left out of planning so the
     /// others of their partition still are.
     unmergeable: parking_lot::Mutex<std::collections::HashSet<String>>,
@@ -126,6 +127,7 @@ impl Compactor {
             stop: Arc::default(),
             seq: AtomicU64::new(0),
             pause_before_commit: None,
+            leadership: Leadership::always("compact"),
             unmergeable: parking_lot::Mutex::default(),
             merges: registry.counter("tracelight_compaction_merges_total", "Merged segments written by compaction."),
             inputs: registry
@@ -156,6 +158,12 @@ impl Compactor {
         self
     }
 
+    /// Passes run only while this node leads the `compact` job (one compactor per cluster).
+    pub fn with_leadership(mut self, l: Leadership) -> Compactor {
+        self.leadership = l;
+        self
+    }
+
     /// Fault injection (crash tests only): pause `d` after the merged files are written and
     /// before the catalog swap, logging when the pause starts.
     pub fn with_pause_before_commit(mut self, d: Option<Duration>) -> Compactor {
@@ -178,6 +186,9 @@ impl Compactor {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
                 _ = shutdown.changed() => break,
+            }
+            if !self.leadership.is_leader() {
+                continue;
             }
             match self.compact_once().await {
                 Ok(s) if s.merges > 0 => tracing::info!(
@@ -205,7 +216,7 @@ impl Compactor {
         let c = &self.config;
         let now = now_ns();
         let created_before = now.saturating_sub(c.min_age.as_nanos().min(i64::MAX as u128) as i64);
-        let mut candidates = self.catalog.compaction_candidates(&self.node, c.target_bytes / 2, created_before).await?;
+        let mut candidates = self.catalog.compaction_candidates(c.target_bytes / 2, created_before).await?;
         {
             let skip = self.unmergeable.lock();
             candidates.retain(|s| !skip.contains(&s.id));
@@ -331,12 +342,18 @@ impl Compactor {
     }
 }
 
+/// Segments of other nodes are merged only once this old.
+pub const OTHER_NODES_AFTER: Duration = Duration::from_secs(60);
+
 /// Chooses the merges of one pass from `candidates` (small segments, ordered by partition,
 /// node and flush order). A merge takes consecutive segments of one partition and node, at
 /// most `target_bytes`, `target_rows` and `max_inputs` of them. An hour that ended more than
 /// `min_age` ago is merged whole; in an open hour only a tier of at least `min_inputs`
 /// segments of similar size (within 4×) is merged, so each row is rewritten about log4(n)
-/// times, not on every pass. Segments of `node` at or past `in_head_from_lsn` are skipped.
+/// times, not on every pass. Segments of `node` at or past `in_head_from_lsn` are skipped
+/// (their rows may still be in this node's head); segments of other nodes, whose heads this
+/// node cannot see, only once they are [`OTHER_NODES_AFTER`] old (a node drops a flushed
+/// generation from its head right after the commit).
 pub fn plan(
     candidates: Vec<SegmentMeta>,
     c: &CompactionConfig,
@@ -347,7 +364,11 @@ pub fn plan(
     let hour_ns = 3_600_000_000_000i64;
     let min_age_ns = c.min_age.as_nanos().min(i64::MAX as u128) as i64;
     let mut out = Vec::new();
-    let mut rest = candidates.into_iter().filter(|s| !(s.node == node && s.flush_lsn >= in_head_from_lsn)).peekable();
+    let others_before = now_ns.saturating_sub(OTHER_NODES_AFTER.as_nanos() as i64);
+    let mut rest = candidates
+        .into_iter()
+        .filter(|s| if s.node == node { s.flush_lsn < in_head_from_lsn } else { s.created_at_ns < others_before })
+        .peekable();
     while let Some(s) = rest.next() {
         let mut partition = vec![s];
         while let Some(n) = rest.peek() {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracelight_model::telemetry::{Counter, Gauge, Registry};
 use tracelight_model::time::now_ns;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Leadership};
 use crate::compact::RemovedFn;
 use crate::error::StorageError;
 use crate::segment::SegmentStore;
@@ -50,6 +50,7 @@ pub struct Janitor {
     deleted_bytes: Arc<Counter>,
     failures: Arc<Counter>,
     waiting: Arc<Gauge>,
+    leadership: Leadership,
 }
 
 impl Janitor {
@@ -60,6 +61,7 @@ impl Janitor {
             store,
             grace,
             staged_grace: STAGED_GRACE,
+            leadership: Leadership::always("compact"),
             on_removed: Arc::new(|_| {}),
             deleted: registry
                 .counter("tracelight_janitor_segments_deleted_total", "Segments whose data the janitor deleted."),
@@ -80,6 +82,12 @@ impl Janitor {
         self
     }
 
+    /// Passes run only while this node leads the `compact` job.
+    pub fn with_leadership(mut self, l: Leadership) -> Janitor {
+        self.leadership = l;
+        self
+    }
+
     /// How long staged segments stay (tests shorten it).
     pub fn with_staged_grace(mut self, d: Duration) -> Janitor {
         self.staged_grace = d;
@@ -89,7 +97,8 @@ impl Janitor {
     /// A pass every `interval` until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         loop {
-            match self.pass().await {
+            let pass = if self.leadership.is_leader() { self.pass().await } else { Ok(JanitorStats::default()) };
+            match pass {
                 Ok(s) if s.segments > 0 || s.failed > 0 => {
                     tracing::info!(
                         segments = s.segments,

@@ -20,7 +20,7 @@ pub mod segment;
 pub mod store;
 pub mod traceidx;
 
-pub use catalog::{Catalog, NodeInfo, SegmentMeta, SegmentState};
+pub use catalog::{Catalog, Leadership, NodeInfo, SegmentMeta, SegmentState};
 pub use compact::{CompactionConfig, CompactionStats, Compactor};
 pub use error::StorageError;
 pub use flush::{FlushStats, Flusher, IndexBuild, SegmentIndexer};

@@ -225,3 +225,48 @@ async fn unsupported_urls_are_clear_errors() {
     let err = Catalog::connect("mysql://x").await.err().unwrap().to_string();
     assert!(err.contains("sqlite://") && err.contains("postgres://"), "{err}");
 }
+
+/// One leader per job on PostgreSQL: the second campaigner waits, and takes over once the
+/// first one's session ends; other jobs are independent; SQLite always leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_jobs_run_on_one_node_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Catalog::connect(&format!("sqlite://{}/c.db", dir.path().display())).await.unwrap();
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    assert!(sqlite.campaign("compact", rx).is_leader(), "one process on SQLite always leads");
+
+    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
+        eprintln!(
+            "SKIPPED leader_jobs_run_on_one_node_at_a_time (PostgreSQL part): TRACELIGHT_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    let a = Catalog::connect(&admin).await.unwrap();
+    let b = Catalog::connect(&admin).await.unwrap();
+    // A job name of this run only: tests running at once must not share a lock.
+    let job: &'static str = Box::leak(format!("test-{}", rand::random::<u64>()).into_boxed_str());
+    let other: &'static str = Box::leak(format!("test-{}", rand::random::<u64>()).into_boxed_str());
+    let wait = |l: tracelight_storage::Leadership, want: bool, within: std::time::Duration| async move {
+        let started = std::time::Instant::now();
+        while l.is_leader() != want {
+            assert!(started.elapsed() < within, "{} leadership did not become {want} within {within:?}", l.job());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let (stop_a, rx_a) = tokio::sync::watch::channel(false);
+    let (stop_b, rx_b) = tokio::sync::watch::channel(false);
+    let la = a.campaign(job, rx_a.clone());
+    wait(la.clone(), true, std::time::Duration::from_secs(10)).await;
+    let lb = b.campaign(job, rx_b.clone());
+    let lb_other = b.campaign(other, rx_b);
+    wait(lb_other.clone(), true, std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!lb.is_leader() && la.is_leader(), "one leader per job");
+    // The leader stops (or dies: its session closes either way); the follower takes over at
+    // its next try.
+    stop_a.send(true).unwrap();
+    wait(la, false, std::time::Duration::from_secs(2)).await;
+    wait(lb, true, tracelight_storage::catalog::leader_retry() * 3).await;
+    stop_b.send(true).unwrap();
+}

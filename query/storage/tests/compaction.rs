@@ -56,6 +56,11 @@ fn a_pass_merges_closed_hours_whole_and_open_hours_by_tier() {
     // Segments still in the head's LSN range are skipped (only this node's).
     assert_eq!(ids(&plan(closed.clone(), &c, "n1", 4, now)), [vec!["a0", "a1", "a2", "a3"]]);
     assert_eq!(plan(closed.clone(), &c, "n2", 0, now).len(), 2, "another node's head says nothing about n1");
+    // Another node's segments wait until that node has surely dropped them from its head.
+    let young: Vec<_> =
+        closed.iter().map(|s| SegmentMeta { created_at_ns: now - 30_000_000_000, ..s.clone() }).collect();
+    assert!(plan(young.clone(), &c, "n2", u64::MAX, now).is_empty(), "30 s old, of another node");
+    assert_eq!(plan(young, &c, "n1", u64::MAX, now).len(), 2, "30 s old, of this node (its head is known)");
     // The open hour: only a tier with at least min_inputs segments of similar size.
     let open = vec![
         meta("b0", 1000, 40 * mib, 1),
