@@ -41,11 +41,11 @@ impl std::fmt::Debug for BundleDirectory {
 }
 
 impl BundleDirectory {
-    /// Maps the bundle at `path` and reads its file list.
-    pub fn open(path: &Path) -> Result<BundleDirectory, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Maps the open bundle `file` (`origin` names it in errors) and reads its file list.
+    pub fn open(file: &std::fs::File, origin: &Path) -> Result<BundleDirectory, String> {
+        let path = origin;
         // SAFETY: cache entries are immutable files; nothing writes to this inode again.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("map {}: {e}", path.display()))?;
+        let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("map {}: {e}", path.display()))?;
         let bytes = OwnedBytes::new(Mapped(map));
         let entries =
             tracelight_storage::bundle::entries(bytes.as_slice()).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -289,7 +289,8 @@ impl IndexSearch {
             None => return Ok(None),
             Some(IndexFiles::Dir(dir)) => Index::open_in_dir(&dir)?,
             Some(IndexFiles::Bundle(file)) => {
-                Index::open(BundleDirectory::open(&file).map_err(|e| IndexError::Internal(e.to_string()))?)?
+                let origin = std::path::Path::new(&seg.path);
+                Index::open(BundleDirectory::open(&file, origin).map_err(IndexError::Internal)?)?
             }
         };
         schema::register_tokenizers(&index);

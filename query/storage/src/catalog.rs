@@ -333,8 +333,7 @@ impl Catalog {
             for s in segments {
                 if publish_segment!(tx, s, now) != 1 {
                     tx.rollback().await.map_err(|e| StorageError::catalog("roll back flush commit", e))?;
-                    return Err(StorageError::SegmentWrite(format!(
-                        "segment {} is no longer staged (claimed by the janitor); the flush is retried", s.path)));
+                    return Err(StorageError::Unstaged(s.path.clone()));
                 }
             }
             sqlx::query(

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use std::fs::File;
+
 use parking_lot::Mutex;
 use tracelight_model::telemetry::{Counter, Gauge, Registry};
 
@@ -93,45 +94,67 @@ impl DiskCache {
         Ok(cache)
     }
 
-    /// The local file holding object `key`, fetched with `fetch` on a miss.
-    pub async fn get_or_fetch<F>(&self, key: &str, fetch: F) -> Result<PathBuf, StorageError>
+    /// The local copy of object `key`, opened; on a miss `fetch` writes the object into the
+    /// path it is given first. Opening happens under the cache's lock, so an eviction can
+    /// never remove the file between its lookup and its opening (an open file outlives its
+    /// name).
+    pub async fn get_or_fetch<F, Fut>(&self, key: &str, fetch: F) -> Result<File, StorageError>
     where
-        F: std::future::Future<Output = Result<Bytes, StorageError>>,
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StorageError>>,
     {
         let name = file_name(key);
         let path = self.dir.join(&name);
+        let fail = |e: std::io::Error| StorageError::SegmentRead(format!("cache {key} in {}: {e}", self.dir.display()));
         {
             let mut s = self.state.lock();
             s.tick += 1;
             let tick = s.tick;
             if let Some(e) = s.entries.get_mut(&name) {
-                e.used = tick;
-                self.hits.inc();
-                return Ok(path);
+                match File::open(&path) {
+                    Ok(f) => {
+                        e.used = tick;
+                        self.hits.inc();
+                        return Ok(f);
+                    }
+                    // Removed by other hands: forget it and fetch again.
+                    Err(_) => {
+                        let bytes = e.bytes;
+                        s.entries.remove(&name);
+                        s.total -= bytes;
+                    }
+                }
             }
         }
         self.misses.inc();
-        let bytes = fetch.await?;
         let tmp = self.dir.join(format!("{name}.{:08x}.tmp", rand::random::<u32>()));
-        let write = |p: &Path| -> std::io::Result<()> {
-            std::fs::write(p, &bytes)?;
-            std::fs::rename(p, &path)
-        };
-        if let Err(e) = write(&tmp) {
+        if let Err(e) = fetch(tmp.clone()).await {
             let _ = std::fs::remove_file(&tmp);
-            return Err(StorageError::SegmentRead(format!("cache {key} in {}: {e}", self.dir.display())));
+            return Err(e);
         }
-        {
+        let file = {
             let mut s = self.state.lock();
+            let installed = std::fs::metadata(&tmp)
+                .and_then(|m| std::fs::rename(&tmp, &path).map(|()| m.len()))
+                .and_then(|bytes| File::open(&path).map(|f| (f, bytes)));
+            let (f, bytes) = match installed {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(fail(e));
+                }
+            };
             s.tick += 1;
             let used = s.tick;
-            // Two readers may have fetched the same object at once: count it once.
-            if s.entries.insert(name.clone(), Entry { bytes: bytes.len() as u64, used }).is_none() {
-                s.total += bytes.len() as u64;
+            // Two readers may have fetched the same object at once: the last copy counts.
+            if let Some(old) = s.entries.insert(name.clone(), Entry { bytes, used }) {
+                s.total -= old.bytes;
             }
-        }
+            s.total += bytes;
+            f
+        };
         self.evict(Some(&name));
-        Ok(path)
+        Ok(file)
     }
 
     /// Drops the entry of `key` (its object was deleted).
@@ -200,14 +223,18 @@ mod tests {
 
     #[tokio::test]
     async fn fetches_once_evicts_least_recently_used_and_survives_a_restart() {
+        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::default();
         let cache = DiskCache::open(dir.path(), 250, &r).unwrap();
+        let write = |n: usize| move |p: PathBuf| async move { Ok(std::fs::write(p, vec![b'x'; n]).unwrap()) };
         let get = |key: &'static str, n: usize| {
             let cache = &cache;
             async move {
-                let p = cache.get_or_fetch(key, async move { Ok(Bytes::from(vec![b'x'; n])) }).await.unwrap();
-                std::fs::read(p).unwrap().len()
+                let mut f = cache.get_or_fetch(key, write(n)).await.unwrap();
+                let mut v = Vec::new();
+                f.read_to_end(&mut v).unwrap();
+                v.len()
             }
         };
         assert_eq!(get("t/a/1.tid", 100).await, 100);
@@ -221,27 +248,28 @@ mod tests {
         get("t/c/1.tid", 100).await; // 300 > 250: b goes
         assert_eq!(cache.bytes(), 200);
         assert_eq!(series(&r, "tracelight_disk_cache_evictions_total"), 1);
-        let fetched = std::sync::atomic::AtomicBool::new(false);
-        cache
-            .get_or_fetch("t/b/1.tid", async {
-                fetched.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(Bytes::from_static(b"b"))
-            })
-            .await
-            .unwrap();
-        assert!(fetched.load(std::sync::atomic::Ordering::Relaxed), "the evicted entry is fetched again");
-        // One entry larger than the whole cache is still served (and the rest evicted).
-        assert_eq!(get("t/big", 1000).await, 1000);
+        assert_eq!(get("t/b/1.tid", 1).await, 1, "the evicted entry is fetched again");
+        // An entry larger than the whole cache is still served, and stays readable through
+        // the open file after the next miss evicts it.
+        let mut big = cache.get_or_fetch("t/big", write(1000)).await.unwrap();
         assert_eq!(cache.bytes(), 1000);
-        // A failed fetch caches nothing.
-        let e = cache.get_or_fetch("t/err", async { Err(StorageError::SegmentRead("gone".into())) }).await;
+        get("t/d", 10).await;
+        let mut v = Vec::new();
+        big.read_to_end(&mut v).unwrap();
+        assert_eq!(v.len(), 1000);
+        // A file removed behind the cache's back is fetched again, not reported missing.
+        std::fs::remove_file(dir.path().join(file_name("t/d"))).unwrap();
+        assert_eq!(get("t/d", 7).await, 7);
+        // A failed fetch caches nothing and leaves no temporary file.
+        let e = cache.get_or_fetch("t/err", |_| async { Err(StorageError::SegmentRead("gone".into())) }).await;
         assert!(e.is_err());
+        assert_eq!(get("t/e", 100).await, 100);
         drop(cache);
         std::fs::write(dir.path().join("half.tmp"), b"x").unwrap();
         let again = DiskCache::open(dir.path(), 2000, &Registry::default()).unwrap();
-        assert_eq!(again.bytes(), 1000, "entries survive a restart; temporary files do not");
+        assert_eq!(again.bytes(), 107, "entries survive a restart; temporary files do not");
         assert!(!dir.path().join("half.tmp").exists());
-        again.remove("t/big");
-        assert_eq!(again.bytes(), 0);
+        again.remove("t/e");
+        assert_eq!(again.bytes(), 7);
     }
 }

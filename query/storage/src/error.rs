@@ -12,6 +12,10 @@ pub enum StorageError {
     SegmentRead(String),
     #[error("no such object: {0}")]
     NotFound(String),
+    /// A publish found a segment no longer staged: the janitor claimed it (its files may be
+    /// deleted now or already), so the writer must not keep what it wrote.
+    #[error("segment {0} is no longer staged (claimed by the janitor); written again under a new name")]
+    Unstaged(String),
 }
 
 impl StorageError {

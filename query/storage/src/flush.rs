@@ -377,7 +377,18 @@ impl Flusher {
             );
             tokio::time::sleep(d).await;
         }
-        if !self.catalog.commit_flush(&self.node, &metas, checkpoint).await? {
+        let committed = match self.catalog.commit_flush(&self.node, &metas, checkpoint).await {
+            Err(StorageError::Unstaged(path)) => {
+                // The janitor may have deleted only part of what was written (an upload that
+                // finished after its pass): nothing else would ever delete the rest.
+                for m in &metas {
+                    let _ = self.store.delete_segment(&m.path).await;
+                }
+                return Err(StorageError::Unstaged(path));
+            }
+            other => other?,
+        };
+        if !committed {
             // An earlier attempt committed after all (its answer was lost). These files are
             // copies: removed now, their staged rows by the janitor.
             for m in &metas {

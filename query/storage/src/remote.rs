@@ -147,17 +147,26 @@ impl Remote {
             let upload = self.objects.put_multipart(&path).await.map_err(|e| fail("start upload of", rel, e))?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut buf = vec![0u8; 4 << 20];
-            loop {
-                // Two parts in flight at most: memory stays bounded whatever the file's size.
-                w.wait_for_capacity(2).await.map_err(|e| fail("upload", rel, e))?;
-                let n = f.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
+            let sent = async {
+                loop {
+                    // Two parts in flight at most: memory stays bounded whatever the size.
+                    w.wait_for_capacity(2).await.map_err(|e| fail("upload", rel, e))?;
+                    let n = f.read(&mut buf).map_err(io)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    w.write(&buf[..n]);
                 }
-                w.write(&buf[..n]);
             }
-            w.finish().await.map_err(|e| fail("finish upload of", rel, e))?;
-            Ok(size)
+            .await;
+            match sent {
+                Ok(()) => w.finish().await.map(|_| size).map_err(|e| fail("finish upload of", rel, e)),
+                Err(e) => {
+                    // Parts of an abandoned upload are kept (and billed) until aborted.
+                    let _ = w.abort().await;
+                    Err(e)
+                }
+            }
         })
     }
 
@@ -182,16 +191,22 @@ impl Remote {
         }
     }
 
-    /// The local copy of `rel` from the disk cache, fetched on a miss; `None` when there is
-    /// no such object.
-    pub(crate) fn cached(&self, rel: &str) -> Result<Option<PathBuf>, StorageError> {
+    /// The local copy of `rel` from the disk cache, opened; fetched on a miss (streamed to
+    /// disk, never held in memory whole). `None` when there is no such object.
+    pub(crate) fn cached(&self, rel: &str) -> Result<Option<std::fs::File>, StorageError> {
         let path = self.path(rel);
-        let got = self.block(self.disk.get_or_fetch(rel, async {
-            match self.objects.get(&path).await {
-                Ok(r) => r.bytes().await.map_err(|e| read_fail(rel, e)),
-                Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound(rel.to_string())),
-                Err(e) => Err(read_fail(rel, e)),
+        let got = self.block(self.disk.get_or_fetch(rel, |dest| async move {
+            let got = match self.objects.get(&path).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound(rel.to_string())),
+                Err(e) => return Err(read_fail(rel, e)),
+            };
+            let mut out = std::fs::File::create(&dest).map_err(|e| read_fail(rel, e))?;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk.map_err(|e| read_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
             }
+            Ok(())
         }));
         match got {
             Ok(p) => Ok(Some(p)),

@@ -107,12 +107,12 @@ pub fn index_dir(segment_path: &str) -> String {
 }
 
 /// Where a segment's full-text index can be opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum IndexFiles {
     /// A directory of index files (a local store).
     Dir(PathBuf),
-    /// A bundle file (see [`crate::bundle`]) in the disk cache.
-    Bundle(PathBuf),
+    /// A bundle (see [`crate::bundle`]) in the disk cache, opened.
+    Bundle(File),
 }
 
 /// At most this many parsed footers are kept.
@@ -350,9 +350,17 @@ impl SegmentStore {
             let bundled = (|| {
                 fill(&tmp).map_err(|e| StorageError::SegmentWrite(format!("index {rel}: {e}")))?;
                 let bundle = PathBuf::from(format!("{}.bundle", tmp.display()));
-                let packed = File::create(&bundle)
-                    .map_err(|e| io("create", e))
-                    .and_then(|f| crate::bundle::pack(&tmp, &mut std::io::BufWriter::new(f)));
+                // The writer is flushed explicitly: a failed write of the footer (a full
+                // disk) must fail the build, not upload a bundle without it.
+                let packed = File::create(&bundle).map_err(|e| io("create", e)).and_then(|f| {
+                    let mut w = std::io::BufWriter::new(f);
+                    let n = crate::bundle::pack(&tmp, &mut w)?;
+                    let f = w.into_inner().map_err(|e| io("write", e.into_error()))?;
+                    if f.metadata().map_err(|e| io("stat", e))?.len() != n {
+                        return Err(StorageError::SegmentWrite(format!("bundle {rel}: short write")));
+                    }
+                    Ok(n)
+                });
                 let uploaded = packed.and_then(|_| r.put_file(rel, &bundle));
                 let _ = fs::remove_file(&bundle);
                 uploaded
@@ -593,10 +601,7 @@ impl SegmentStore {
     pub fn open_file(&self, rel: &str) -> Result<Option<File>, StorageError> {
         let path = match &self.backend {
             Backend::Local(root) => root.join(rel),
-            Backend::Remote(r) => match r.cached(rel)? {
-                Some(p) => p,
-                None => return Ok(None),
-            },
+            Backend::Remote(r) => return r.cached(rel),
         };
         match File::open(path) {
             Ok(f) => Ok(Some(f)),

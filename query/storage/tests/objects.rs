@@ -130,8 +130,9 @@ async fn segments_round_trip_through_object_storage() {
             std::fs::write(d.join("seg.idx"), vec![1u8; 5000]).map_err(|e| e.to_string())
         })
         .unwrap();
-    let Some(IndexFiles::Bundle(path)) = store.index_files(rel).unwrap() else { panic!("no bundle") };
-    let bundle = std::fs::read(&path).unwrap();
+    let Some(IndexFiles::Bundle(mut file)) = store.index_files(rel).unwrap() else { panic!("no bundle") };
+    let mut bundle = Vec::new();
+    file.read_to_end(&mut bundle).unwrap();
     assert_eq!(bundle.len() as u64, bundle_bytes);
     let names: Vec<String> =
         tracelight_storage::bundle::entries(&bundle).unwrap().into_iter().map(|e| e.name).collect();
