@@ -56,3 +56,72 @@ pub async fn heartbeat(catalog: Catalog, mut node: NodeInfo, stop: impl std::fut
         }
     }
 }
+
+/// What a node does (`--role`, `TRACELIGHT_ROLE`): any of `ingest` (OTLP receivers, WAL,
+/// head, flush), `query` (API, UI, SQL, search), `compact` (compaction, retention, janitor)
+/// and `alert` (SLO evaluation and delivery); `all` is every one (a single node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub query: bool,
+    pub compact: bool,
+    pub alert: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { ingest: true, query: true, compact: true, alert: true };
+
+    /// Parses flags as given: each may be comma-separated, repeats are allowed.
+    pub fn parse<S: AsRef<str>>(given: &[S]) -> anyhow::Result<Roles> {
+        let mut r = Roles { ingest: false, query: false, compact: false, alert: false };
+        for word in given.iter().flat_map(|g| g.as_ref().split(',')).map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => r = Roles::ALL,
+                "ingest" => r.ingest = true,
+                "query" => r.query = true,
+                "compact" => r.compact = true,
+                "alert" => r.alert = true,
+                other => anyhow::bail!(
+                    "unknown role {:?}: use all, ingest, query, compact or alert (comma-separated or repeated)",
+                    other.chars().take(40).collect::<String>()
+                ),
+            }
+        }
+        if r == (Roles { ingest: false, query: false, compact: false, alert: false }) {
+            return Ok(Roles::ALL);
+        }
+        Ok(r)
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Roles::ALL {
+            return f.write_str("all");
+        }
+        let names: Vec<&str> =
+            [(self.ingest, "ingest"), (self.query, "query"), (self.compact, "compact"), (self.alert, "alert")]
+                .into_iter()
+                .filter_map(|(on, n)| on.then_some(n))
+                .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Roles;
+
+    #[test]
+    fn roles_parse_from_repeated_and_comma_separated_flags() {
+        assert_eq!(Roles::parse::<&str>(&[]).unwrap(), Roles::ALL);
+        assert_eq!(Roles::parse(&["all"]).unwrap().to_string(), "all");
+        let r = Roles::parse(&["ingest", "query, alert"]).unwrap();
+        assert_eq!((r.ingest, r.query, r.compact, r.alert), (true, true, false, true));
+        assert_eq!(r.to_string(), "ingest,query,alert");
+        assert_eq!(Roles::parse(&["compact,compact"]).unwrap().to_string(), "compact");
+        assert_eq!(Roles::parse(&["ingest,query,compact,alert"]).unwrap().to_string(), "all");
+        let e = Roles::parse(&["ingest,writer"]).unwrap_err().to_string();
+        assert!(e.contains("\"writer\"") && e.contains("ingest, query"), "{e}");
+    }
+}

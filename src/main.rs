@@ -70,6 +70,11 @@ struct ServeArgs {
     /// UI + API listen address [default: 127.0.0.1:4319].
     #[arg(long)]
     http: Option<String>,
+    /// What this node does: all (a single node), or any of ingest (OTLP, WAL, flush), query
+    /// (API, UI, SQL, search), compact (compaction, retention, janitor), alert (SLOs and
+    /// notifications); comma-separated or repeated.
+    #[arg(long = "role", env = "TRACELIGHT_ROLE", value_delimiter = ',', default_value = "all")]
+    role: Vec<String>,
 }
 
 impl ServeArgs {
@@ -171,8 +176,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 let config = args.load()?;
+                let roles = cluster::Roles::parse(&args.role)?;
                 init_logging(&config.log_level);
-                serve::run(config).await
+                serve::run(config, roles).await
             }
             Command::Migrate(args) => {
                 let config = args.load()?;

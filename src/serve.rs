@@ -18,11 +18,12 @@ use tracelight_web::notify::{Channel, Notifier};
 use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
 
+use crate::cluster::Roles;
 use crate::config::Config;
 
 struct Ready {
-    wal: Wal,
-    flusher: Arc<Flusher>,
+    /// The WAL and flusher of an `ingest` node.
+    ingest: Option<(Wal, Arc<Flusher>)>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -31,26 +32,31 @@ impl Readiness for Ready {
         if self.stopping.load(Ordering::Acquire) {
             return Err("shutting down".into());
         }
-        if !self.wal.healthy() {
+        let Some((wal, flusher)) = &self.ingest else { return Ok(()) };
+        if !wal.healthy() {
             return Err("the write-ahead log failed; ingest is stopped until restart".into());
         }
-        self.flusher.healthy()
+        flusher.healthy()
     }
 }
 
-/// The addresses actually bound (port 0 resolved).
+/// The addresses actually bound (port 0 resolved); no OTLP listeners without `ingest`.
 #[derive(Debug, Clone)]
 pub struct Bound {
-    pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
     pub http: SocketAddr,
+}
+
+fn shown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
 }
 
 async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -92,38 +98,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Tests of a failed fsync on the real binary set it; never in production.
         fail_fsync_from_group: std::env::var("TRACELIGHT_FAULT_FAIL_FSYNC_GROUP").ok().and_then(|v| v.parse().ok()),
     };
-    let replay_started = Instant::now();
-    let (wal, replay) = Wal::open(wal_opts, checkpoint, head.clone(), &registry)?;
-    // Segments wholly below the checkpoint were kept only because the last run stopped first.
-    wal.truncate_through(checkpoint);
-    tracing::info!(
-        checkpoint,
-        records = replay.records,
-        replayed_rows = replay.rows,
-        skipped = replay.skipped,
-        damaged = replay.damaged,
-        damaged_bytes = replay.damaged_bytes,
-        ms = replay_started.elapsed().as_millis() as u64,
-        "recovered write-ahead log"
-    );
+    // The WAL, its replay and the flusher only on an `ingest` node; elsewhere the head stays
+    // empty.
+    let ingest = if roles.ingest {
+        Some(open_ingest(&config, &registry, &catalog, &store, &head, wal_opts, checkpoint)?)
+    } else {
+        None
+    };
 
-    let wal_for_truncate = wal.clone();
-    let flusher = Arc::new(
-        Flusher::new(
-            head.clone(),
-            catalog.clone(),
-            store.clone(),
-            config.node_id.clone(),
-            config.flush_interval()?,
-            Box::new(move |lsn| {
-                wal_for_truncate.truncate_through(lsn);
-            }),
-            &registry,
-        )
-        .with_indexer(Arc::new(SegmentIndexBuilder))
-        // Crash tests aim SIGKILL between the Parquet write and the catalog commit with it.
-        .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS")),
-    );
     let engine = Arc::new(Engine::new(
         catalog.clone(),
         head.clone(),
@@ -158,12 +140,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_receiving_bytes: config.ingest.max_receiving_bytes,
         receive_timeout: config.receive_timeout()?,
     };
-    let ingestor = Arc::new(Ingestor::new(wal.clone(), head.clone(), ingest_config, &registry));
-
-    let grpc_l = bind("OTLP/gRPC", &config.listen.otlp_grpc).await?;
-    let http_l = bind("OTLP/HTTP", &config.listen.otlp_http).await?;
+    // OTLP receivers only on an `ingest` node.
+    let receivers = match &ingest {
+        Some((wal, _)) => {
+            let ingestor = Arc::new(Ingestor::new(wal.clone(), head.clone(), ingest_config, &registry));
+            let grpc_l = bind("OTLP/gRPC", &config.listen.otlp_grpc).await?;
+            let http_l = bind("OTLP/HTTP", &config.listen.otlp_http).await?;
+            Some((ingestor, grpc_l, http_l))
+        }
+        None => None,
+    };
     let api_l = bind("the UI and API", &config.listen.http).await?;
-    let bound = Bound { otlp_grpc: grpc_l.local_addr()?, otlp_http: http_l.local_addr()?, http: api_l.local_addr()? };
+    let bound = Bound {
+        otlp_grpc: receivers.as_ref().map(|r| r.1.local_addr()).transpose()?,
+        otlp_http: receivers.as_ref().map(|r| r.2.local_addr()).transpose()?,
+        http: api_l.local_addr()?,
+    };
 
     let stopping = Arc::new(AtomicBool::new(false));
     let channels = config.notify.iter().map(|n| ChannelKind { name: n.name.clone(), kind: n.kind.clone() }).collect();
@@ -177,7 +169,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         query: engine.clone(),
         registry: registry.clone(),
-        readiness: Arc::new(Ready { wal: wal.clone(), flusher: flusher.clone(), stopping: stopping.clone() }),
+        readiness: Arc::new(Ready { ingest: ingest.clone(), stopping: stopping.clone() }),
         auth,
         allowed_hosts: Arc::new(config.api.allowed_hosts.clone()),
         slos: slos.clone(),
@@ -191,13 +183,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let flusher_task = tokio::spawn(flusher.clone().run(flusher_stop_rx));
+    let flusher_task = ingest.as_ref().map(|(_, flusher)| tokio::spawn(flusher.clone().run(flusher_stop_rx)));
     let advertise =
         if config.cluster.advertise.is_empty() { bound.http.to_string() } else { config.cluster.advertise.clone() };
     let started_ns = tracelight_model::time::now_ns();
     let me = tracelight_storage::NodeInfo {
         node: config.node_id.clone(),
-        roles: "all".into(),
+        roles: roles.to_string(),
         advertise,
         version: env!("CARGO_PKG_VERSION").into(),
         started_at_ns: started_ns,
@@ -207,7 +199,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Leader jobs run on one node at a time (always this one on SQLite).
     let compact_leader = catalog.campaign("compact", stop_rx.clone());
     let alert_leader = catalog.campaign("alert", stop_rx.clone());
-    if let Some(period) = config.retention_period()? {
+    if let Some(period) = config.retention_period()?
+        && roles.compact
+    {
         tokio::spawn(retention(
             catalog.clone(),
             compact_leader.clone(),
@@ -216,7 +210,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             until_stop(stop_rx.clone()),
         ));
     }
-    {
+    if roles.compact {
         // Retired segments outlive their last listing by more than the longest query.
         let times = config.janitor_times()?;
         let forget = engine.clone();
@@ -228,7 +222,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         tokio::spawn(janitor.run(times.interval, stop_rx.clone()));
     }
-    if config.compaction.enabled {
+    if config.compaction.enabled && roles.compact {
         let compactor = Arc::new(
             Compactor::new(
                 catalog.clone(),
@@ -245,7 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         tokio::spawn(compactor.run(stop_rx.clone()));
     }
-    if !slos.specs().is_empty() {
+    if !slos.specs().is_empty() && roles.alert {
         tokio::spawn(evaluate_slos(
             slos.clone(),
             alert_leader.clone(),
@@ -253,7 +247,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             until_stop(stop_rx.clone()),
         ));
     }
-    if !config.notify.is_empty() {
+    if !config.notify.is_empty() && roles.alert {
         let channels = config
             .notify
             .iter()
@@ -269,26 +263,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_pause_after_delivery(fault_pause("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS"));
         tokio::spawn(deliver_notifications(notifier, alert_leader.clone(), until_stop(stop_rx.clone())));
     }
-    let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
-    let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
-        .with_graceful_shutdown(until_stop(stop_rx.clone()))
-        .into_future();
+    let mut listeners = Vec::new();
+    if let Some((ingestor, grpc_l, http_l)) = receivers {
+        let grpc = tracelight_collector::grpc::serve(ingestor.clone(), grpc_l, until_stop(stop_rx.clone()));
+        let otlp_http = axum::serve(http_l, tracelight_collector::http::router(ingestor.clone()))
+            .with_graceful_shutdown(until_stop(stop_rx.clone()))
+            .into_future();
+        listeners.push(("OTLP/gRPC", tokio::spawn(async move { report("OTLP/gRPC", grpc.await) })));
+        listeners.push(("OTLP/HTTP", tokio::spawn(async move { report("OTLP/HTTP", otlp_http.await) })));
+    }
     // The API stops last: while the OTLP listeners drain, probes still get an answer, and
-    // `/readyz` says "shutting down" (503) instead of the connection being refused.
+    // `/readyz` says "shutting down" (503) instead of the connection being refused. A node
+    // without the `query` role serves only probes, /metrics and the cluster list.
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
-    let api =
-        axum::serve(api_l, tracelight_web::router(state)).with_graceful_shutdown(until_stop(api_stop_rx)).into_future();
-    let listeners = vec![
-        ("OTLP/gRPC", tokio::spawn(async move { report("OTLP/gRPC", grpc.await) })),
-        ("OTLP/HTTP", tokio::spawn(async move { report("OTLP/HTTP", otlp_http.await) })),
-    ];
+    let router = if roles.query { tracelight_web::router(state) } else { tracelight_web::ops_router(state) };
+    let api = axum::serve(api_l, router).with_graceful_shutdown(until_stop(api_stop_rx)).into_future();
     let api = tokio::spawn(async move { report("API", api.await) });
 
     tracing::info!(
-        "tracelight ready in {} ms: OTLP gRPC {}, OTLP HTTP {}, UI and API http://{}, data in {} (catalog {}, segments {})",
+        "tracelight ready in {} ms (roles {roles}): OTLP gRPC {}, OTLP HTTP {}, UI and API http://{}, data in {} (catalog {}, segments {})",
         started.elapsed().as_millis(),
-        bound.otlp_grpc,
-        bound.otlp_http,
+        shown(bound.otlp_grpc),
+        shown(bound.otlp_http),
         bound.http,
         config.data_dir.display(),
         catalog.display_url(),
@@ -298,8 +294,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the chosen ports; keep its shape.
     println!(
         "tracelight listening: otlp_grpc={} otlp_http={} http={} data_dir={}",
-        bound.otlp_grpc,
-        bound.otlp_http,
+        shown(bound.otlp_grpc),
+        shown(bound.otlp_http),
         bound.http,
         config.data_dir.display()
     );
@@ -323,10 +319,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api.abort();
     }
     let _ = flusher_stop_tx.send(true);
-    let _ = flusher_task.await;
+    if let Some(task) = flusher_task {
+        let _ = task.await;
+    }
     catalog.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The WAL (replayed into the head) and the flusher of an `ingest` node.
+fn open_ingest(
+    config: &Config,
+    registry: &Registry,
+    catalog: &Catalog,
+    store: &SegmentStore,
+    head: &Arc<Head>,
+    wal_opts: WalOptions,
+    checkpoint: u64,
+) -> anyhow::Result<(Wal, Arc<Flusher>)> {
+    let replay_started = Instant::now();
+    let (wal, replay) = Wal::open(wal_opts, checkpoint, head.clone(), registry)?;
+    // Segments wholly below the checkpoint were kept only because the last run stopped first.
+    wal.truncate_through(checkpoint);
+    tracing::info!(
+        checkpoint,
+        records = replay.records,
+        replayed_rows = replay.rows,
+        skipped = replay.skipped,
+        damaged = replay.damaged,
+        damaged_bytes = replay.damaged_bytes,
+        ms = replay_started.elapsed().as_millis() as u64,
+        "recovered write-ahead log"
+    );
+
+    let wal_for_truncate = wal.clone();
+    let flusher = Arc::new(
+        Flusher::new(
+            head.clone(),
+            catalog.clone(),
+            store.clone(),
+            config.node_id.clone(),
+            config.flush_interval()?,
+            Box::new(move |lsn| {
+                wal_for_truncate.truncate_through(lsn);
+            }),
+            registry,
+        )
+        .with_indexer(Arc::new(SegmentIndexBuilder))
+        // Crash tests aim SIGKILL between the Parquet write and the catalog commit with it.
+        .with_pause_before_commit(fault_pause("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS")),
+    );
+    Ok((wal, flusher))
 }
 
 /// How long in-flight requests may take once shutdown starts.

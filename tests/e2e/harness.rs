@@ -79,8 +79,10 @@ impl Server {
                 panic!("server did not start; log:\n{}", self.log());
             }
         };
+        // A node without the ingest role has no OTLP listeners ("off"): a closed port.
         let field = |name: &str| -> SocketAddr {
-            line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap().parse().unwrap()
+            let v = line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).unwrap();
+            if v == "off" { "127.0.0.1:1".parse().unwrap() } else { v.parse().unwrap() }
         };
         self.grpc = field("otlp_grpc");
         self.otlp_http = field("otlp_http");

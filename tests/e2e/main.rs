@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod browser;
+mod cluster;
 mod compaction;
 mod crash;
 mod harness;

@@ -8,14 +8,14 @@ use crate::otlp;
 use crate::transport;
 
 /// A fresh database for one test, dropped afterwards.
-struct TempDb {
+pub(crate) struct TempDb {
     admin_url: String,
     name: String,
     pub url: String,
 }
 
 impl TempDb {
-    async fn create(admin_url: &str) -> TempDb {
+    pub(crate) async fn create(admin_url: &str) -> TempDb {
         let name = format!("tracelight_e2e_{}_{}", std::process::id(), rand::random::<u32>());
         let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to TRACELIGHT_TEST_POSTGRES_URL");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
@@ -23,7 +23,7 @@ impl TempDb {
         TempDb { admin_url: admin_url.to_string(), url: format!("{base}/{name}"), name }
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
             .execute(&mut conn)

@@ -63,6 +63,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes of a node without the `query` role: probes, `/metrics` and the cluster list.
+/// Everything else answers 404 with the reason.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/cluster", get(cluster))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_a_query_node)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), host_guard))
+        .with_state(state)
+}
+
+async fn not_a_query_node() -> Response {
+    AppError::NotFound("this node has no query role: send queries and open the UI on a query node".into())
+        .into_response()
+}
+
 /// Without tokens, anyone who can reach the port may read everything; a DNS-rebinding page
 /// (evil.example re-pointed at 127.0.0.1) would then read the API from the victim's browser
 /// as its own origin. Such a request carries the attacker's name in `Host`, so while no token

@@ -1,0 +1,97 @@
+//! Nodes in roles (`--role`, here through `TRACELIGHT_ROLE`) sharing a PostgreSQL catalog and
+//! an S3 bucket (moto), as separate processes of the real binary: what an ingester flushes, a
+//! querier answers, exactly; each node registers its roles; a node without the query role
+//! serves no API.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::compaction::load;
+use crate::harness::Server;
+use crate::moto;
+use crate::postgres::TempDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
+    let test = "an_ingester_and_a_querier_share_the_catalog_and_the_bucket";
+    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
+        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let Some(moto) = moto::moto(test) else { return };
+    moto::create_bucket(&moto.endpoint, "cluster");
+    let db = TempDb::create(&admin).await;
+    let shared = |node: &'static str, role: &'static str| {
+        vec![
+            ("TRACELIGHT_NODE_ID", node.to_string()),
+            ("TRACELIGHT_ROLE", role.to_string()),
+            ("TRACELIGHT_CATALOG_URL", db.url.clone()),
+            ("TRACELIGHT_STORAGE_URL", "s3://cluster/one".to_string()),
+            ("TRACELIGHT_STORAGE_ENDPOINT", moto.endpoint.clone()),
+            ("TRACELIGHT_STORAGE_REGION", "us-east-1".to_string()),
+            ("TRACELIGHT_STORAGE_ACCESS_KEY_ID", "test".to_string()),
+            ("TRACELIGHT_STORAGE_SECRET_ACCESS_KEY", "test".to_string()),
+            ("TRACELIGHT_STORAGE_ALLOW_HTTP", "true".to_string()),
+            ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "100ms".to_string()),
+        ]
+    };
+    let start = |dir: &std::path::Path, env: &[(&'static str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::start(dir, &env)
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ingester = start(d1.path(), &shared("i1", "ingest"));
+    let mut querier = start(d2.path(), &shared("q1", "query"));
+
+    // The ingester takes OTLP and flushes to the bucket; it serves no query API.
+    let sent = load(&ingester).await;
+    let res = ingester.http_client().post(ingester.api("/api/v1/query")).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("no query role"));
+    assert!(ingester.http_client().get(ingester.api("/readyz")).send().await.unwrap().status().is_success());
+
+    // The querier, which received nothing, answers every flushed row once.
+    for (table, n) in ["spans", "logs", "metrics"].iter().zip(sent) {
+        assert_eq!(querier.count(&format!("SELECT count(*) FROM {table}")).await, n, "{table}");
+    }
+    let v: Value = querier
+        .http_client()
+        .get(querier.api(&format!(
+            "/api/v1/logs?q=payment&start={}&end={}&limit=1000",
+            crate::otlp::T0 - 1_000_000_000,
+            crate::otlp::T0 + 3_600_000_000_000
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!v["logs"].as_array().unwrap().is_empty(), "log search on the querier: {v}");
+    assert!(querier.log().contains("roles query"), "{}", querier.log());
+
+    // Both registered, with their roles.
+    let started = Instant::now();
+    loop {
+        let v: Value =
+            querier.http_client().get(querier.api("/api/v1/cluster")).send().await.unwrap().json().await.unwrap();
+        let nodes: Vec<(String, String)> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["node"].as_str().unwrap().to_string(), n["roles"].to_string()))
+            .collect();
+        if nodes.len() == 2 {
+            assert_eq!(nodes[0], ("i1".to_string(), r#"["ingest"]"#.to_string()), "{v}");
+            assert_eq!(nodes[1], ("q1".to_string(), r#"["query"]"#.to_string()), "{v}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ingester.stop();
+    querier.stop();
+    db.drop().await;
+}
