@@ -74,3 +74,131 @@ async fn the_server_stores_and_queries_segments_on_object_storage() {
     }
     assert_eq!(answers(&server).await, from_head_and_bucket, "after the janitor");
 }
+
+/// A TCP proxy in front of moto that can cut the bucket off (an outage): while down, open
+/// connections are dropped and new ones are closed at once.
+struct Outage {
+    addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Outage {
+    async fn start(upstream: &str) -> Outage {
+        let upstream = upstream.strip_prefix("http://").unwrap().to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let upstream = upstream.clone();
+                c.lock().push(tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Outage { addr, down, conns }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for t in self.conns.lock().drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_storage_outage_loses_nothing_acknowledged() {
+    let Some(moto) = moto::moto("an_object_storage_outage_loses_nothing_acknowledged") else { return };
+    moto::create_bucket(&moto.endpoint, "outage");
+    let proxy = Outage::start(&moto.endpoint).await;
+    let endpoint = proxy.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TRACELIGHT_STORAGE_URL", "s3://outage/p"),
+        ("TRACELIGHT_STORAGE_ENDPOINT", endpoint.as_str()),
+        ("TRACELIGHT_STORAGE_REGION", "us-east-1"),
+        ("TRACELIGHT_STORAGE_ACCESS_KEY_ID", "test"),
+        ("TRACELIGHT_STORAGE_SECRET_ACCESS_KEY", "test"),
+        ("TRACELIGHT_STORAGE_ALLOW_HTTP", "true"),
+        ("TRACELIGHT_STORAGE_REQUEST_TIMEOUT", "2s"),
+        ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "100ms"),
+        ("TRACELIGHT_COMPACTION_ENABLED", "false"),
+    ];
+    let mut server = Server::start(dir.path(), &env);
+    let ch = crate::transport::channel(&server).await;
+    let send = |first: i64| {
+        let ch = ch.clone();
+        async move {
+            let r = crate::transport::grpc_traces(&ch, crate::otlp::seq_traces("outage", first, 50), false).await;
+            assert!(r.unwrap().partial_success.is_none());
+        }
+    };
+    let written = || async { server.metric("tracelight_segments_written_total").await.unwrap_or(0.0) };
+    send(0).await;
+    let started = Instant::now();
+    while written().await < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no flush:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The bucket goes away: ingest still acknowledges (into the WAL and the head), flushes
+    // fail and are retried, and readiness says why after three failures.
+    proxy.set_down(true);
+    let before = written().await;
+    for k in 1..=10 {
+        send(k * 50).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    loop {
+        let r = server.http_client().get(server.api("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            let why = r.text().await.unwrap();
+            assert!(why.contains("flushes in a row failed"), "{why}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "readiness never turned false:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(written().await, before, "nothing was flushed while the bucket was away");
+    // A query that needs a segment in the bucket fails, promptly (it does not hang on the
+    // bucket); answering from what is reachable is not built yet.
+    let asked = Instant::now();
+    let res = server
+        .http_client()
+        .post(server.api("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": "SELECT count(*) FROM spans" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.status().is_success() && asked.elapsed() < Duration::from_secs(35), "{}", res.status());
+
+    // It comes back: the flush resumes, readiness returns, and every acknowledged span is
+    // there once, before and after a restart.
+    proxy.set_down(false);
+    let started = Instant::now();
+    while server.http_client().get(server.api("/readyz")).send().await.unwrap().status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no recovery:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(written().await > before);
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 550);
+    server.restart();
+    assert_eq!(server.count("SELECT count(DISTINCT CAST(attributes['seq'] AS BIGINT)) FROM spans").await, 550);
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 550);
+}
