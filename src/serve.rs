@@ -196,9 +196,13 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         heartbeat_ns: started_ns,
     };
     tokio::spawn(crate::cluster::heartbeat(catalog.clone(), me, until_stop(stop_rx.clone())));
-    // Leader jobs run on one node at a time (always this one on SQLite).
-    let compact_leader = catalog.campaign("compact", stop_rx.clone());
-    let alert_leader = catalog.campaign("alert", stop_rx.clone());
+    // Leader jobs run on one node at a time (always this one on SQLite); only nodes with the
+    // job's role campaign for it.
+    let campaign = |on: bool, job: &'static str| {
+        if on { catalog.campaign(job, stop_rx.clone()) } else { Leadership::never(job) }
+    };
+    let compact_leader = campaign(roles.compact, "compact");
+    let alert_leader = campaign(roles.alert, "alert");
     if let Some(period) = config.retention_period()?
         && roles.compact
     {

@@ -12,6 +12,92 @@ use crate::harness::Server;
 use crate::moto;
 use crate::postgres::TempDb;
 
+/// The environment of a node `node` with roles `role` on the shared catalog and bucket.
+fn shared(db: &TempDb, moto: &moto::Moto, node: &'static str, role: &'static str) -> Vec<(&'static str, String)> {
+    vec![
+        ("TRACELIGHT_NODE_ID", node.to_string()),
+        ("TRACELIGHT_ROLE", role.to_string()),
+        ("TRACELIGHT_CATALOG_URL", db.url.clone()),
+        ("TRACELIGHT_STORAGE_URL", "s3://cluster/one".to_string()),
+        ("TRACELIGHT_STORAGE_ENDPOINT", moto.endpoint.clone()),
+        ("TRACELIGHT_STORAGE_REGION", "us-east-1".to_string()),
+        ("TRACELIGHT_STORAGE_ACCESS_KEY_ID", "test".to_string()),
+        ("TRACELIGHT_STORAGE_SECRET_ACCESS_KEY", "test".to_string()),
+        ("TRACELIGHT_STORAGE_ALLOW_HTTP", "true".to_string()),
+        ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "100ms".to_string()),
+    ]
+}
+
+fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(dir, &env)
+}
+
+/// The server log without terminal colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `server` says it leads `job` now (its last leadership line for the job).
+fn leads(server: &Server, job: &str) -> bool {
+    plain(&server.log())
+        .lines()
+        .rfind(|l| l.contains("leadership changed") && l.contains(&format!("job={job:?}")))
+        .is_some_and(|l| l.contains("leading=true"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_compactor_is_replaced_within_seconds() {
+    let test = "a_killed_compactor_is_replaced_within_seconds";
+    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
+        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let Some(moto) = moto::moto(test) else { return };
+    moto::create_bucket(&moto.endpoint, "cluster");
+    let db = TempDb::create(&admin).await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(d1.path(), &shared(&db, &moto, "c1", "compact,alert"));
+    let mut b = start(d2.path(), &shared(&db, &moto, "c2", "compact,alert"));
+    let started = Instant::now();
+    while !(leads(&a, "compact") || leads(&b, "compact")) {
+        assert!(started.elapsed() < Duration::from_secs(15), "no leader:\n{}\n{}", a.log(), b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(leads(&a, "compact") != leads(&b, "compact"), "exactly one leads");
+    let (leader, follower) = if leads(&a, "compact") { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert!(leads(leader, "alert") || leads(follower, "alert"));
+    leader.kill9();
+    let killed = Instant::now();
+    while !leads(follower, "compact") {
+        assert!(killed.elapsed() < Duration::from_secs(20), "not replaced in 20 s:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the compact job moved to the other node {:?} after the kill", killed.elapsed());
+    let started = Instant::now();
+    while !leads(follower, "alert") {
+        assert!(started.elapsed() < Duration::from_secs(20), "alert job not taken over:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    follower.stop();
+    db.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
     let test = "an_ingester_and_a_querier_share_the_catalog_and_the_bucket";
@@ -23,27 +109,9 @@ async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
     let Some(moto) = moto::moto(test) else { return };
     moto::create_bucket(&moto.endpoint, "cluster");
     let db = TempDb::create(&admin).await;
-    let shared = |node: &'static str, role: &'static str| {
-        vec![
-            ("TRACELIGHT_NODE_ID", node.to_string()),
-            ("TRACELIGHT_ROLE", role.to_string()),
-            ("TRACELIGHT_CATALOG_URL", db.url.clone()),
-            ("TRACELIGHT_STORAGE_URL", "s3://cluster/one".to_string()),
-            ("TRACELIGHT_STORAGE_ENDPOINT", moto.endpoint.clone()),
-            ("TRACELIGHT_STORAGE_REGION", "us-east-1".to_string()),
-            ("TRACELIGHT_STORAGE_ACCESS_KEY_ID", "test".to_string()),
-            ("TRACELIGHT_STORAGE_SECRET_ACCESS_KEY", "test".to_string()),
-            ("TRACELIGHT_STORAGE_ALLOW_HTTP", "true".to_string()),
-            ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "100ms".to_string()),
-        ]
-    };
-    let start = |dir: &std::path::Path, env: &[(&'static str, String)]| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Server::start(dir, &env)
-    };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut ingester = start(d1.path(), &shared("i1", "ingest"));
-    let mut querier = start(d2.path(), &shared("q1", "query"));
+    let mut ingester = start(d1.path(), &shared(&db, &moto, "i1", "ingest"));
+    let mut querier = start(d2.path(), &shared(&db, &moto, "q1", "query"));
 
     // The ingester takes OTLP and flushes to the bucket; it serves no query API.
     let sent = load(&ingester).await;
@@ -91,6 +159,17 @@ async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
         assert!(started.elapsed() < Duration::from_secs(30), "{v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Neither has a leader job's role, so neither holds a leader lock (one that did would keep
+    // the compactor from ever running).
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let (locks,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(locks, 0, "a node without the compact or alert role holds a leader lock");
+    drop(conn);
     ingester.stop();
     querier.stop();
     db.drop().await;

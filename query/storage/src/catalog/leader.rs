@@ -38,6 +38,14 @@ impl Leadership {
         Leadership { job, rx }
     }
 
+    /// A leadership never held: a node without the job's role does not campaign (it would
+    /// hold the lock and keep the nodes that do the job from running it).
+    pub fn never(job: &'static str) -> Leadership {
+        let (tx, rx) = watch::channel(false);
+        std::mem::forget(tx);
+        Leadership { job, rx }
+    }
+
     pub fn is_leader(&self) -> bool {
         *self.rx.borrow()
     }
