@@ -12,6 +12,19 @@ use crate::harness::Server;
 use crate::moto;
 use crate::postgres::TempDb;
 
+/// A fresh PostgreSQL database and a moto server with the bucket `cluster`, or why the test
+/// is skipped (never under CI).
+async fn catalog_and_bucket(test: &str) -> Option<(TempDb, moto::Moto)> {
+    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
+        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let moto = moto::moto(test)?;
+    moto::create_bucket(&moto.endpoint, "cluster");
+    Some((TempDb::create(&admin).await, moto))
+}
+
 /// The environment of a node `node` with roles `role` on the shared catalog and bucket.
 fn shared(db: &TempDb, moto: &moto::Moto, node: &'static str, role: &'static str) -> Vec<(&'static str, String)> {
     vec![
@@ -62,14 +75,7 @@ fn leads(server: &Server, job: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_compactor_is_replaced_within_seconds() {
     let test = "a_killed_compactor_is_replaced_within_seconds";
-    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
-        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    let Some(moto) = moto::moto(test) else { return };
-    moto::create_bucket(&moto.endpoint, "cluster");
-    let db = TempDb::create(&admin).await;
+    let Some((db, moto)) = catalog_and_bucket(test).await else { return };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = start(d1.path(), &shared(&db, &moto, "c1", "compact,alert"));
     let mut b = start(d2.path(), &shared(&db, &moto, "c2", "compact,alert"));
@@ -101,14 +107,7 @@ async fn a_killed_compactor_is_replaced_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
     let test = "an_ingester_and_a_querier_share_the_catalog_and_the_bucket";
-    let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
-        eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    let Some(moto) = moto::moto(test) else { return };
-    moto::create_bucket(&moto.endpoint, "cluster");
-    let db = TempDb::create(&admin).await;
+    let Some((db, moto)) = catalog_and_bucket(test).await else { return };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut ingester = start(d1.path(), &shared(&db, &moto, "i1", "ingest"));
     let mut querier = start(d2.path(), &shared(&db, &moto, "q1", "query"));
