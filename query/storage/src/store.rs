@@ -630,11 +630,11 @@ impl SegmentStore {
         match &self.backend {
             Backend::Local(_) => {
                 for file in [rel, &tid] {
-                    self.delete_local(file)?;
-                    self.delete_local(&format!("{file}.tmp"))?;
+                    self.delete_local(file, false)?;
+                    self.delete_local(&format!("{file}.tmp"), false)?;
                 }
-                self.delete_local_dir(&index)?;
-                self.delete_local_dir(&format!("{index}.tmp"))
+                self.delete_local(&index, true)?;
+                self.delete_local(&format!("{index}.tmp"), true)
             }
             Backend::Remote(r) => {
                 r.delete(rel).await?;
@@ -644,18 +644,12 @@ impl SegmentStore {
         }
     }
 
-    fn delete_local(&self, rel: &str) -> Result<(), StorageError> {
+    /// Removes a file (or a directory and everything in it) of a local store; a missing one
+    /// is not an error.
+    fn delete_local(&self, rel: &str, dir: bool) -> Result<(), StorageError> {
         let Backend::Local(root) = &self.backend else { return Ok(()) };
-        match fs::remove_file(root.join(rel)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::SegmentWrite(format!("delete {rel}: {e}"))),
-        }
-    }
-
-    fn delete_local_dir(&self, rel: &str) -> Result<(), StorageError> {
-        let Backend::Local(root) = &self.backend else { return Ok(()) };
-        match fs::remove_dir_all(root.join(rel)) {
+        let path = root.join(rel);
+        match if dir { fs::remove_dir_all(path) } else { fs::remove_file(path) } {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::SegmentWrite(format!("delete {rel}: {e}"))),

@@ -32,16 +32,18 @@ pub struct Leadership {
 impl Leadership {
     /// A leadership that is always held (one process, or a test).
     pub fn always(job: &'static str) -> Leadership {
-        let (tx, rx) = watch::channel(true);
-        // The sender lives as long as the process: the value never changes.
-        std::mem::forget(tx);
-        Leadership { job, rx }
+        Leadership::fixed(job, true)
     }
 
     /// A leadership never held: a node without the job's role does not campaign (it would
     /// hold the lock and keep the nodes that do the job from running it).
     pub fn never(job: &'static str) -> Leadership {
-        let (tx, rx) = watch::channel(false);
+        Leadership::fixed(job, false)
+    }
+
+    fn fixed(job: &'static str, leading: bool) -> Leadership {
+        let (tx, rx) = watch::channel(leading);
+        // The sender lives as long as the process: the value never changes.
         std::mem::forget(tx);
         Leadership { job, rx }
     }
