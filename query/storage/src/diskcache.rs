@@ -227,7 +227,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::default();
         let cache = DiskCache::open(dir.path(), 250, &r).unwrap();
-        let write = |n: usize| move |p: PathBuf| async move { Ok(std::fs::write(p, vec![b'x'; n]).unwrap()) };
+        let write = |n: usize| {
+            move |p: PathBuf| async move {
+                std::fs::write(p, vec![b'x'; n]).unwrap();
+                Ok(())
+            }
+        };
         let get = |key: &'static str, n: usize| {
             let cache = &cache;
             async move {
