@@ -258,14 +258,6 @@ impl Default for RetentionSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterSection {
-    /// The address other nodes and users reach this node's API at. Empty: the bound
-    /// `listen.http` address.
-    pub advertise: String,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactionSection {
@@ -456,8 +448,8 @@ impl Config {
         if self.retention_check_interval()?.is_zero() {
             bail!("retention.check_interval must be positive");
         }
-        if self.query.max_page == 0 {
-            bail!("query.max_page must be positive");
+        if self.query.max_page == 0 || self.query.max_page > tracelight_model::peers::MAX_LIST {
+            bail!("query.max_page must be between 1 and {}", tracelight_model::peers::MAX_LIST);
         }
         self.compaction_config()?;
         if self.eval_interval()?.is_zero() {
@@ -495,10 +487,7 @@ impl Config {
         if self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             bail!("node_id must be non-empty and use only letters, digits, '-' and '_'");
         }
-        let advertise = &self.cluster.advertise;
-        if advertise.len() > 256 || advertise.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            bail!("cluster.advertise must be an address like host:4319 (no spaces, at most 256 characters)");
-        }
+        self.cluster.validate()?;
         self.auth()?;
         Ok(())
     }
@@ -791,8 +780,10 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Resul
 }
 
 mod auth;
+mod cluster;
 mod storage;
 pub use auth::AuthSection;
+pub use cluster::ClusterSection;
 pub use storage::{CacheSection, JanitorSection, StorageSection};
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod bench_search;
 mod client;
 mod cluster;
 mod config;
+mod peers;
 mod serve;
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracelight_collector::decode::ItemLimits;
 use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
 use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
+use tracelight_model::peers::{NoPeers, Peers};
 use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::{Catalog, Compactor, Flusher, Head, HeadConfig, Leadership, SegmentStore};
@@ -106,7 +107,7 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    let engine = Arc::new(Engine::new(
+    let engine = Engine::new(
         catalog.clone(),
         head.clone(),
         store.clone(),
@@ -121,7 +122,28 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
             max_result_bytes: config.query.max_result_bytes,
         },
         &registry,
-    )?);
+    )?;
+    // Crash tests widen the window between reading the heads and listing the catalog.
+    let engine = engine.with_pause_after_heads(fault_pause("TRACELIGHT_FAULT_PAUSE_AFTER_HEADS_MS"));
+    // The other ingesters' heads (rows not flushed yet), read by queries and asked where they
+    // begin by the compactor; on SQLite this process is the only node.
+    let peers: Option<Arc<dyn Peers>> = if catalog.is_postgres() {
+        Some(Arc::new(crate::peers::HttpPeers::new(
+            catalog.clone(),
+            config.node_id.clone(),
+            config.auth()?.cluster_token().map(str::to_string),
+            config.cluster.peer_timeout()?,
+            config.cluster.max_answer_bytes,
+            &registry,
+        )?))
+    } else {
+        None
+    };
+    let engine = Arc::new(match &peers {
+        // Queries and SLO evaluation count what the ingesters hold too.
+        Some(p) if roles.query || roles.alert => engine.with_peers(p.clone()),
+        _ => engine,
+    });
     let auth = Arc::new(config.auth()?);
     if !config.ingest.tokens.is_empty() || !config.api.tokens.is_empty() {
         tracing::warn!(
@@ -186,6 +208,13 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let flusher_task = ingest.as_ref().map(|(_, flusher)| tokio::spawn(flusher.clone().run(flusher_stop_rx)));
     let advertise =
         if config.cluster.advertise.is_empty() { bound.http.to_string() } else { config.cluster.advertise.clone() };
+    if config.cluster.advertise.is_empty() && bound.http.ip().is_unspecified() && catalog.is_postgres() {
+        tracing::warn!(
+            "the API listens on {} and cluster.advertise is not set: other nodes cannot reach this one \
+             (set cluster.advertise to an address they can)",
+            bound.http
+        );
+    }
     let started_ns = tracelight_model::time::now_ns();
     let me = tracelight_storage::NodeInfo {
         node: config.node_id.clone(),
@@ -236,6 +265,13 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
                 &registry,
             )
             .with_head(head.clone())
+            // A query waits for the ingesters at most twice (a second round when one failed).
+            .with_peers(
+                peers.clone().unwrap_or_else(|| Arc::new(NoPeers)),
+                peers.as_ref().map_or(Ok(Duration::ZERO), |_| {
+                    config.cluster.peer_timeout().map(|t| 2 * t + Duration::from_secs(1))
+                })?,
+            )
             .with_leadership(compact_leader.clone())
             .with_indexer(Arc::new(SegmentIndexBuilder))
             // Crash tests aim SIGKILL between the merged write and the catalog swap with it.
@@ -325,6 +361,14 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let _ = flusher_stop_tx.send(true);
     if let Some(task) = flusher_task {
         let _ = task.await;
+    }
+    // With its head flushed, query nodes need not ask it any more (nor warn that it is gone).
+    // Rows left in the head (a final flush that failed) are in the WAL: it stays registered,
+    // so queries say they are missing until it is back.
+    if head.overlap_from_lsn() != u64::MAX {
+        tracing::warn!("the head still holds rows the final flush could not write; they are in the WAL");
+    } else if let Err(e) = catalog.forget_node(&config.node_id).await {
+        tracing::warn!(error = %e, "cannot remove this node from the registry");
     }
     catalog.close().await;
     tracing::info!("stopped");

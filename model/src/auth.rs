@@ -77,14 +77,53 @@ pub enum Denied {
 }
 
 /// The configured tokens.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Auth {
     grants: Vec<Grant>,
+    /// The secret nodes present to each other's internal endpoints (`[cluster] token`).
+    cluster: Option<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("grants", &self.grants)
+            .field("cluster", &self.cluster.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Auth {
     pub fn new(grants: Vec<Grant>) -> Auth {
-        Auth { grants }
+        Auth { grants, cluster: None }
+    }
+
+    /// Sets the cluster token (empty: none).
+    pub fn with_cluster_token(mut self, token: &str) -> Auth {
+        self.cluster = (!token.is_empty()).then(|| token.to_string());
+        self
+    }
+
+    /// The cluster token, for this node's own requests to other nodes.
+    pub fn cluster_token(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// Whether a request may use a node-to-node endpoint: it carries the cluster token; or no
+    /// cluster token and no other token is configured (then the endpoint is as open as the API).
+    pub fn check_cluster(&self, header: Option<&str>) -> Result<(), Denied> {
+        let Some(token) = &self.cluster else {
+            if self.is_open() {
+                return Ok(());
+            }
+            return Err(Denied::Forbidden(
+                "this node has no cluster.token: set the same cluster.token on every node so that query nodes can \
+                 read the ingesters' unflushed rows"
+                    .into(),
+            ));
+        };
+        let presented = bearer(header).ok_or(Denied::Unauthenticated)?;
+        if constant_time_eq(presented.as_bytes(), token.as_bytes()) { Ok(()) } else { Err(Denied::Unauthenticated) }
     }
 
     /// No token is configured: every request is allowed, for every tenant.
@@ -94,10 +133,7 @@ impl Auth {
 
     /// The grant whose token the `Authorization` header carries (`Bearer <token>`).
     fn grant(&self, header: Option<&str>) -> Option<&Grant> {
-        let presented = header.and_then(|h| {
-            let (scheme, rest) = h.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })?;
+        let presented = bearer(header)?;
         // Every token is compared, so the time does not depend on which one matched.
         let mut found = None;
         for g in &self.grants {
@@ -134,6 +170,12 @@ impl Auth {
         }
         Ok(())
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, rest) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 /// Equality whose time depends only on the lengths, not on where the bytes differ.
@@ -192,5 +234,25 @@ mod tests {
     #[test]
     fn secrets_stay_out_of_debug_output() {
         assert!(!format!("{:?}", auth()).contains("ingest-a-1"));
+        assert!(!format!("{:?}", auth().with_cluster_token("cluster-secret-123")).contains("cluster-secret"));
+    }
+
+    #[test]
+    fn the_cluster_token_guards_node_endpoints() {
+        // Open: open, like the API.
+        assert_eq!(Auth::default().check_cluster(None), Ok(()));
+        // Tokens but no cluster token: closed, and the reason says what to set.
+        assert!(
+            matches!(auth().check_cluster(Some("Bearer ops-all-111")), Err(Denied::Forbidden(m)) if m.contains("cluster.token"))
+        );
+        // With one: that token only, with or without other tokens.
+        for a in [Auth::default(), auth()] {
+            let a = a.with_cluster_token("cluster-secret-123");
+            assert_eq!(a.check_cluster(Some("Bearer cluster-secret-123")), Ok(()));
+            for bad in [None, Some("Bearer ops-all-111"), Some("Bearer cluster-secret-12"), Some("cluster-secret-123")]
+            {
+                assert_eq!(a.check_cluster(bad), Err(Denied::Unauthenticated), "{bad:?}");
+            }
+        }
     }
 }

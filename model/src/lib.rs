@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cluster;
 pub mod correlate;
 pub mod metrics;
+pub mod peers;
 pub mod query;
 pub mod schema;
 pub mod signal;

@@ -52,6 +52,10 @@ pub struct ScanStats {
     #[serde(default)]
     pub rows_read: u64,
     pub elapsed_ms: f64,
+    /// What this answer may be missing, one sentence each: a node that did not answer (its
+    /// unflushed rows are not in it), a part of storage that could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ScanStats {
@@ -62,6 +66,16 @@ impl ScanStats {
         self.segment_bytes += other.segment_bytes;
         self.head_rows += other.head_rows;
         self.rows_read += other.rows_read;
+        for w in &other.warnings {
+            self.warn(w);
+        }
+    }
+
+    /// Adds a warning once.
+    pub fn warn(&mut self, warning: &str) {
+        if !self.warnings.iter().any(|w| w == warning) {
+            self.warnings.push(warning.to_string());
+        }
     }
 }
 
@@ -137,6 +151,12 @@ pub trait QueryService: Send + Sync {
     /// ranges of segments created after it and of every hour the unflushed head holds. A
     /// reader that keeps derived counts (SLOs) recounts these, so data counts however late it
     /// arrives. The default (no storage) reports nothing.
+    /// What this node's head answers another node's query (see [`crate::peers`]). The
+    /// default (no head) refuses.
+    async fn head(&self, _request: crate::peers::HeadRequest) -> Result<crate::peers::HeadAnswer, QueryError> {
+        Err(QueryError::NotFound("this node keeps no head".into()))
+    }
+
     async fn changes_since(
         &self,
         _tenant: &crate::Tenant,

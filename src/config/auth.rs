@@ -133,6 +133,10 @@ impl Config {
                 bail!("the same token is configured twice with different scopes; give each token one entry");
             }
         }
-        Ok(tracelight_model::auth::Auth::new(grants))
+        let cluster = &self.cluster.token;
+        if !cluster.is_empty() && grants.iter().any(|g| &g.token == cluster) {
+            bail!("cluster.token must differ from every API and ingest token");
+        }
+        Ok(tracelight_model::auth::Auth::new(grants).with_cluster_token(cluster))
     }
 }

@@ -14,7 +14,7 @@ use crate::postgres::TempDb;
 
 /// A fresh PostgreSQL database and a moto server with the bucket `cluster`, or why the test
 /// is skipped (never under CI).
-async fn catalog_and_bucket(test: &str) -> Option<(TempDb, moto::Moto)> {
+pub(crate) async fn catalog_and_bucket(test: &str) -> Option<(TempDb, moto::Moto)> {
     let Ok(admin) = std::env::var("TRACELIGHT_TEST_POSTGRES_URL") else {
         assert!(std::env::var_os("CI").is_none(), "TRACELIGHT_TEST_POSTGRES_URL unset under CI; .ci/run sets it");
         eprintln!("SKIPPED {test}: TRACELIGHT_TEST_POSTGRES_URL is not set");
@@ -26,7 +26,12 @@ async fn catalog_and_bucket(test: &str) -> Option<(TempDb, moto::Moto)> {
 }
 
 /// The environment of a node `node` with roles `role` on the shared catalog and bucket.
-fn shared(db: &TempDb, moto: &moto::Moto, node: &'static str, role: &'static str) -> Vec<(&'static str, String)> {
+pub(crate) fn shared(
+    db: &TempDb,
+    moto: &moto::Moto,
+    node: &'static str,
+    role: &'static str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("TRACELIGHT_NODE_ID", node.to_string()),
         ("TRACELIGHT_ROLE", role.to_string()),
@@ -41,7 +46,14 @@ fn shared(db: &TempDb, moto: &moto::Moto, node: &'static str, role: &'static str
     ]
 }
 
-fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
+/// `env` with `key` set to `value` (replaced if there).
+pub(crate) fn set(mut env: Vec<(&'static str, String)>, key: &'static str, value: &str) -> Vec<(&'static str, String)> {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.to_string()));
+    env
+}
+
+pub(crate) fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Server::start(dir, &env)
 }
@@ -65,7 +77,7 @@ fn plain(log: &str) -> String {
 }
 
 /// Whether `server` says it leads `job` now (its last leadership line for the job).
-fn leads(server: &Server, job: &str) -> bool {
+pub(crate) fn leads(server: &Server, job: &str) -> bool {
     plain(&server.log())
         .lines()
         .rfind(|l| l.contains("leadership changed") && l.contains(&format!("job={job:?}")))
@@ -171,5 +183,101 @@ async fn an_ingester_and_a_querier_share_the_catalog_and_the_bucket() {
     drop(conn);
     ingester.stop();
     querier.stop();
+    db.drop().await;
+}
+
+/// kill -9 of an ingester under sustained load, its segments on the bucket and its catalog on
+/// PostgreSQL, three times (odd rounds between a flush's upload and its catalog commit): a
+/// querier answers every acknowledged record exactly once, from the bucket and the restarted
+/// ingester's head, and again after its clean stop, from the bucket alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ingester_killed_under_load_on_object_storage_loses_and_duplicates_nothing() {
+    let test = "an_ingester_killed_under_load_on_object_storage_loses_and_duplicates_nothing";
+    let Some((db, moto)) = catalog_and_bucket(test).await else { return };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let under_kills = |node, role| {
+        let mut env = shared(&db, &moto, node, role);
+        for (k, v) in crate::crash::UNDER_KILLS {
+            env = set(env, k, v);
+        }
+        env
+    };
+    let mut ingester = start(d1.path(), &under_kills("i1", "ingest"));
+    let mut querier = start(d2.path(), &under_kills("q1", "query"));
+    let killed = crate::crash::kill_under_load(&mut ingester, 3).await;
+    crate::crash::check_nothing_lost(&querier, &killed).await;
+    ingester.stop();
+    crate::crash::check_nothing_lost(&querier, &killed).await;
+    querier.stop();
+    db.drop().await;
+}
+
+/// kill -9 of the compactor of a cluster while its merge of an ingester's segments waits
+/// before the catalog swap: the querier's answers never change, another compactor merges
+/// everything, and the janitor deletes what the killed merge staged and what the merges
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compactor_killed_mid_merge_loses_and_duplicates_nothing() {
+    let test = "a_compactor_killed_mid_merge_loses_and_duplicates_nothing";
+    let Some((db, moto)) = catalog_and_bucket(test).await else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut ingester = start(dirs[0].path(), &shared(&db, &moto, "i1", "ingest"));
+    let mut querier = start(dirs[1].path(), &shared(&db, &moto, "q1", "query"));
+    crate::compaction::load(&ingester).await;
+    let want = crate::compaction::answers(&querier).await;
+    let before = crate::compaction::segments(&querier).await;
+    assert!(before.iter().all(|n| *n > 1), "{before:?}");
+
+    let compacting = |node, pause: Option<&str>| {
+        let mut env = shared(&db, &moto, node, "compact,alert");
+        env.extend([
+            ("TRACELIGHT_COMPACTION_INTERVAL", "200ms".to_string()),
+            ("TRACELIGHT_COMPACTION_MIN_AGE", "0s".to_string()),
+            ("TRACELIGHT_COMPACTION_MIN_INPUTS", "2".to_string()),
+            ("TRACELIGHT_QUERY_TIMEOUT", "5s".to_string()),
+            ("TRACELIGHT_JANITOR_INTERVAL", "200ms".to_string()),
+            ("TRACELIGHT_JANITOR_GRACE_AFTER_QUERIES", "1s".to_string()),
+            ("TRACELIGHT_JANITOR_STAGED_GRACE", "1s".to_string()),
+            // Segments settle for 2 × 1 s + 1 s before they are merged.
+            ("TRACELIGHT_CLUSTER_PEER_TIMEOUT", "1s".to_string()),
+        ]);
+        if let Some(ms) = pause {
+            env.push(("TRACELIGHT_FAULT_PAUSE_BEFORE_SWAP_MS", ms.to_string()));
+        }
+        env
+    };
+    // The ingester answers where its head begins, so its segments are merged at once (not a
+    // minute after they were written).
+    let mut first = start(dirs[2].path(), &compacting("c1", Some("5000")));
+    let started = Instant::now();
+    while !first.log().contains("pausing before the catalog swap") {
+        assert!(started.elapsed() < Duration::from_secs(30), "no merge in 30 s:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+    assert_eq!(crate::compaction::answers(&querier).await, want, "after kill -9 mid-merge");
+    assert_eq!(crate::compaction::segments(&querier).await, before, "the killed merge published nothing");
+
+    let mut second = start(dirs[3].path(), &compacting("c2", None));
+    let started = Instant::now();
+    while crate::compaction::segments(&querier).await != vec![1, 1, 1] {
+        assert!(started.elapsed() < Duration::from_secs(60), "not compacted in 60 s:\n{}", second.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(crate::compaction::answers(&querier).await, want, "after the merges");
+    let started = Instant::now();
+    loop {
+        let waiting = second.metric("tracelight_segments_awaiting_deletion").await;
+        let deleted = second.metric("tracelight_janitor_segments_deleted_total").await.unwrap_or(0.0);
+        if waiting == Some(0.0) && deleted > 0.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{waiting:?} awaiting deletion, {deleted} deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(crate::compaction::answers(&querier).await, want, "after the janitor");
+    for s in [&mut ingester, &mut querier, &mut second] {
+        s.stop();
+    }
     db.drop().await;
 }

@@ -12,8 +12,8 @@ use crate::otlp;
 use crate::transport;
 
 const TABLES: [&str; 3] = ["spans", "logs", "metrics"];
-const ROUNDS: i64 = 12;
-const PER_REQUEST: i64 = 40;
+pub(crate) const ROUNDS: i64 = 12;
+pub(crate) const PER_REQUEST: i64 = 40;
 
 /// Small segments, no compaction: one flush per round of requests.
 const LOADING: [(&str, &str); 2] =
@@ -34,14 +34,8 @@ fn compacting(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'st
 /// Sends `ROUNDS` requests per signal, waiting for a flush after each round, so every
 /// partition ends up in `ROUNDS` small segments. Returns the rows sent per table.
 pub(crate) async fn load(server: &Server) -> [i64; 3] {
-    let ch = transport::channel(server).await;
     for round in 0..ROUNDS {
-        let first = round * PER_REQUEST;
-        // Two services, so the merge has groups to order.
-        let svc = if round % 2 == 0 { "compact-a" } else { "compact-b" };
-        transport::grpc_traces(&ch, otlp::seq_traces(svc, first, PER_REQUEST), false).await.unwrap();
-        transport::grpc_logs(&ch, otlp::logs(svc, first, PER_REQUEST), false).await.unwrap();
-        transport::grpc_metrics(&ch, otlp::seq_metrics(svc, first, PER_REQUEST), false).await.unwrap();
+        send(server, round).await;
         let before = server.metric("tracelight_segments_written_total").await.unwrap_or(0.0);
         let started = Instant::now();
         while server.metric("tracelight_segments_written_total").await.unwrap_or(0.0) < before + 3.0 {
@@ -50,6 +44,17 @@ pub(crate) async fn load(server: &Server) -> [i64; 3] {
         }
     }
     [ROUNDS * PER_REQUEST; 3]
+}
+
+/// Round `round` of the load: `PER_REQUEST` spans, logs and points, in one request each.
+pub(crate) async fn send(server: &Server, round: i64) {
+    let ch = transport::channel(server).await;
+    let first = round * PER_REQUEST;
+    // Two services, so the merge has groups to order.
+    let svc = if round % 2 == 0 { "compact-a" } else { "compact-b" };
+    transport::grpc_traces(&ch, otlp::seq_traces(svc, first, PER_REQUEST), false).await.unwrap();
+    transport::grpc_logs(&ch, otlp::logs(svc, first, PER_REQUEST), false).await.unwrap();
+    transport::grpc_metrics(&ch, otlp::seq_metrics(svc, first, PER_REQUEST), false).await.unwrap();
 }
 
 /// Every answer the test compares: counts and per-service sums, a log search, trace lookups.

@@ -32,31 +32,47 @@ struct Acked {
     errors: std::collections::BTreeSet<String>,
 }
 
+/// Flushes, WAL rotation and truncation all happen while the kills land; every flush pauses
+/// between the Parquet write and the catalog commit, and says so in the log: odd rounds kill
+/// right there.
+pub(crate) const UNDER_KILLS: [(&str, &str); 5] = [
+    ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms"),
+    ("TRACELIGHT_WAL_SEGMENT_BYTES", "200000"),
+    ("TRACELIGHT_QUERY_MAX_RESULT_ROWS", "100000000"),
+    ("TRACELIGHT_QUERY_MAX_RESULT_BYTES", "1000000000"),
+    ("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS", "100"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
-        dir.path(),
-        &[
-            // Flushes, WAL rotation and truncation all happen while the kills land.
-            ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "200ms"),
-            ("TRACELIGHT_WAL_SEGMENT_BYTES", "200000"),
-            ("TRACELIGHT_QUERY_MAX_RESULT_ROWS", "100000000"),
-            ("TRACELIGHT_QUERY_MAX_RESULT_BYTES", "1000000000"),
-            // Every flush pauses between the Parquet write and the catalog commit, and says so
-            // in the log: odd rounds kill right there.
-            ("TRACELIGHT_FAULT_PAUSE_BEFORE_COMMIT_MS", "100"),
-        ],
-    );
+    let mut server = Server::start(dir.path(), &UNDER_KILLS);
+    let rounds = rounds();
+    let a = kill_under_load(&mut server, rounds).await;
+    check_nothing_lost(&server, &a).await;
+}
+
+/// What [`kill_under_load`] sent and saw.
+pub(crate) struct Killed {
+    acked: Acked,
+    rounds: usize,
+    /// Rounds whose kill landed between a flush's Parquet write and its catalog commit.
+    landed: usize,
+    /// Start to listening after each kill.
+    recovery: Vec<Duration>,
+}
+
+/// `rounds` rounds of: five clients sending spans, logs and points as fast as a debug build
+/// flushes, then SIGKILL (odd rounds between a flush's write and its commit), then a restart.
+pub(crate) async fn kill_under_load(server: &mut Server, rounds: usize) -> Killed {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let next = Arc::new(AtomicI64::new(0));
     let mut recovery = Vec::new();
     let mut acked_before = 0;
-    let rounds = rounds();
     let mut landed = 0;
     for round in 0..rounds {
         let stop = Arc::new(AtomicBool::new(false));
-        let ch = transport::channel(&server).await;
+        let ch = transport::channel(server).await;
         let mut tasks = Vec::new();
         for worker in 0..5 {
             let (ch, stop, next, acked) = (ch.clone(), stop.clone(), next.clone(), acked.clone());
@@ -182,7 +198,14 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
         acked_before = now;
     }
 
-    let a = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    Killed { acked, rounds, landed, recovery }
+}
+
+/// Every acknowledged record is on `reader` exactly once, and no unacknowledged request is
+/// there in part.
+pub(crate) async fn check_nothing_lost(reader: &Server, k: &Killed) {
+    let (a, rounds, landed, recovery) = (&k.acked, k.rounds, k.landed, &k.recovery);
     assert!(
         a.acked[0].len() > 1000 && a.acked[1].len() > 200 && a.acked[2].len() > 200,
         "the load really ran: {:?}",
@@ -190,7 +213,7 @@ async fn sigkill_during_sustained_ingest_loses_no_acknowledged_record() {
     );
     let mut report = Vec::new();
     for (t, table) in TABLES.iter().enumerate() {
-        let rows = server
+        let rows = reader
             .sql(&format!("SELECT CAST(attributes['seq'] AS BIGINT) FROM {table} WHERE service_name = 'crash'"))
             .await;
         let stored: Vec<i64> = rows.iter().map(|r| r[0].as_i64().unwrap()).collect();

@@ -6,6 +6,7 @@ mod browser;
 mod cluster;
 mod compaction;
 mod crash;
+mod fanout;
 mod harness;
 mod hostile;
 mod ingest;

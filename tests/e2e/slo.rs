@@ -81,7 +81,7 @@ fn now_ns() -> u64 {
 
 /// The last hour of `checkout`: 10 `POST /checkout` spans a minute, 2 of them failing (20%
 /// against a 1% budget, so every default rule fires). Returns the first minute and a minute.
-async fn send_burning_checkouts(ch: &tonic::transport::Channel) -> (u64, u64) {
+pub(crate) async fn send_burning_checkouts(ch: &tonic::transport::Channel) -> (u64, u64) {
     let minute = 60_000_000_000u64;
     let t0 = (now_ns() / minute - 60) * minute;
     let mut spans = Vec::new();
@@ -198,6 +198,17 @@ url = "{url}"
     assert_eq!(chat.lock().len(), 4, "{:?}", chat.lock());
 }
 
+/// One SLO on `checkout` (error ratio against 99%, evaluated every second) and a signed webhook
+/// to `url`.
+fn webhook_config(url: &str) -> String {
+    format!(
+        "[alerts]\neval_interval = \"1s\"\nallow_destinations = [\"127.0.0.1/32\"]\n\n\
+         [[slo]]\nname = \"checkout-avail\"\nservice = \"checkout\"\nobjective = 99.0\n\
+         sli = {{ kind = \"error_ratio\" }}\nnotify = [\"hook\"]\n\n\
+         [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n"
+    )
+}
+
 /// Delivery is at least once. A SIGKILL between the receiver's 2xx and the delivered mark
 /// (held open by a fault hook) sends that message again after the restart, with the same id
 /// in the `webhook-id` header and in the body, so the receiver can drop the repeat. Nothing
@@ -207,16 +218,7 @@ async fn a_message_cut_off_by_kill9_is_sent_again_with_the_same_id() {
     let (url, hook) = chat_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tracelight.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[alerts]\neval_interval = \"1s\"\nallow_destinations = [\"127.0.0.1/32\"]\n\n\
-             [[slo]]\nname = \"checkout-avail\"\nservice = \"checkout\"\nobjective = 99.0\n\
-             sli = {{ kind = \"error_ratio\" }}\nnotify = [\"hook\"]\n\n\
-             [[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, webhook_config(&url)).unwrap();
     let env = [("TRACELIGHT_CONFIG", config.to_str().unwrap()), ("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS", "3000")];
     let mut server = Server::start(dir.path(), &env);
     send_burning_checkouts(&transport::channel(&server).await).await;
@@ -258,4 +260,77 @@ async fn a_message_cut_off_by_kill9_is_sent_again_with_the_same_id() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 4, "every other message exactly once: {ids:?}");
+}
+
+/// Two alert nodes of a cluster (PostgreSQL catalog, spans from an ingester): the one that
+/// leads the `alert` job is killed by SIGKILL between a receiver's 2xx and the delivered mark;
+/// the other takes over within seconds and drains the outbox. Every firing rule reaches the
+/// receiver once, the cut-off message a second time with the same id (which the receiver
+/// drops), and nothing is sent by two leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_alert_leader_is_replaced_and_every_alert_arrives_once() {
+    let test = "a_killed_alert_leader_is_replaced_and_every_alert_arrives_once";
+    let Some((db, moto)) = crate::cluster::catalog_and_bucket(test).await else { return };
+    let (url, hook) = chat_receiver().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = dirs[0].path().join("alerts.toml");
+    std::fs::write(&config, webhook_config(&url)).unwrap();
+    let alerting = |node, pause: bool| {
+        let mut env = crate::cluster::shared(&db, &moto, node, "alert");
+        env.push(("TRACELIGHT_CONFIG", config.to_str().unwrap().to_string()));
+        if pause {
+            env.push(("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS", "3000".to_string()));
+        }
+        env
+    };
+    // The first alert node leads before the second starts.
+    let mut first = crate::cluster::start(dirs[0].path(), &alerting("a1", true));
+    let started = Instant::now();
+    while !crate::cluster::leads(&first, "alert") {
+        assert!(started.elapsed() < Duration::from_secs(20), "a1 does not lead:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = crate::cluster::start(dirs[1].path(), &alerting("a2", false));
+    let mut ingester = crate::cluster::start(dirs[2].path(), &crate::cluster::shared(&db, &moto, "i1", "ingest"));
+    send_burning_checkouts(&transport::channel(&ingester).await).await;
+
+    // The leader delivers the first message and pauses before marking it delivered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hook.lock().is_empty() {
+        assert!(Instant::now() < deadline, "nothing delivered; log:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill9();
+    let killed = Instant::now();
+    let cut_off = hook.lock()[0].clone();
+    assert_eq!(hook.lock().len(), 1, "one message per pause, and none from the follower");
+    while !crate::cluster::leads(&second, "alert") {
+        assert!(killed.elapsed() < Duration::from_secs(30), "a2 did not take over:\n{}", second.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the alert job moved to a2 {:?} after the kill", killed.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = second.metric("tracelight_notifications_pending").await;
+        if hook.lock().len() >= 5 && pending == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox not drained ({pending:?}, {:?}):\n{}", hook.lock(), second.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more evaluations and outbox reads: nothing else arrives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = hook.lock().clone();
+    assert_eq!(got.len(), 5, "{got:?}");
+    let id_of = |r: &Received| r.header("webhook-id").unwrap().to_string();
+    let again = got.iter().filter(|r| id_of(r) == id_of(&cut_off)).count();
+    assert_eq!(again, 2, "the cut-off message is sent again, once");
+    let mut ids: Vec<String> = got.iter().map(id_of).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each of the four firing rules once, after the receiver drops the repeat: {ids:?}");
+    for s in [&mut second, &mut ingester] {
+        s.stop();
+    }
+    db.drop().await;
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod internal;
 pub mod notify;
 pub mod search;
 pub mod slo;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos", get(slo::list))
         .route("/api/v1/slos/{name}", get(slo::one))
         .route("/api/v1/cluster", get(cluster))
+        .route(tracelight_model::peers::HEAD_PATH, post(internal::head))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -68,6 +70,7 @@ pub fn router(state: AppState) -> Router {
 pub fn ops_router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
+        .route(tracelight_model::peers::HEAD_PATH, post(internal::head))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -216,6 +216,12 @@ impl SloEngine {
         let req =
             QueryRequest { sql, start_ns: Some(start_ns), end_ns: Some(end_ns), tenant: Some(spec.tenant.clone()) };
         let r = self.query.sql(req).await.map_err(|e| format!("counting {}: {e}", spec.name))?;
+        // A partial answer (an ingester that did not answer) is counted as it is: the rows it
+        // left out arrive in segments created later, and `changes_since` has those minutes
+        // counted again.
+        if let Some(w) = r.stats.warnings.first() {
+            tracing::warn!(slo = %spec.name, warning = %w, "SLO counts may be incomplete until the node is back");
+        }
         Ok(r.rows
             .iter()
             .filter_map(|row| {

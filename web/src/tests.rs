@@ -766,3 +766,26 @@ async fn without_slos_the_pages_say_how_to_declare_one() {
 
 mod auth;
 mod cluster;
+
+/// What an answer may be missing is shown above it, escaped like every other value.
+#[test]
+fn warnings_are_shown_above_the_answer() {
+    let mut stats = tracelight_model::ScanStats::default();
+    stats.warn("ingester i2 (10.0.0.7:4319) did not answer (<script>alert(1)</script>)");
+    stats.warn("ingester i2 (10.0.0.7:4319) did not answer (<script>alert(1)</script>)");
+    let detail = TraceDetail {
+        trace_id: "5b8efff798038103d269b633813fc60c".into(),
+        summary: None,
+        spans: vec![],
+        logs: vec![],
+        exemplars: vec![],
+        stats,
+    };
+    let html = askama::Template::render(&ui::trace::build(&detail, None)).unwrap();
+    assert!(html.contains("This answer may be incomplete."), "{html}");
+    assert_eq!(html.matches("ingester i2 (10.0.0.7:4319)").count(), 1, "each warning once");
+    assert!(html.contains("&#60;script&#62;") && !html.contains("<script>alert"), "escaped: {html}");
+    let quiet = TraceDetail { stats: Default::default(), ..detail };
+    let html = askama::Template::render(&ui::trace::build(&quiet, None)).unwrap();
+    assert!(!html.contains("may be incomplete"));
+}

@@ -17,6 +17,7 @@
 pub mod bounded;
 pub mod correlate;
 pub mod explore;
+mod head;
 pub mod json;
 pub mod records;
 pub mod table;
@@ -36,6 +37,7 @@ use tracelight_model::correlate::{
     LogHistogram, LogList, LogQuery, MetricCatalog, MetricChart, MetricQuery, ServiceMap, ServiceSeries, TraceDetail,
     TraceList, TraceQuery,
 };
+use tracelight_model::peers::{HeadAnswer, HeadKind, HeadRequest, NoPeers, Peers};
 use tracelight_model::telemetry::{Histogram, LATENCY_BUCKETS, Registry};
 use tracelight_model::{QueryError, QueryRequest, QueryResult, QueryService, ScanStats, Signal, Tenant};
 use tracelight_storage::{Catalog, Head, SegmentStore};
@@ -86,6 +88,11 @@ pub(crate) struct Sources {
     pub head: Arc<Head>,
     pub store: SegmentStore,
     pub node: String,
+    /// The other ingesters, whose heads every scan also reads.
+    pub peers: Arc<dyn Peers>,
+    /// A fault hook for tests: a scan waits this long between reading the heads and listing
+    /// the catalog, so that flushes land in between.
+    pub pause_after_heads: Option<Duration>,
 }
 
 /// The SQL engine; implements [`QueryService`].
@@ -131,7 +138,14 @@ impl Engine {
         let pool = QueryPool(Some(pool));
         let index = Arc::new(IndexSearch::new(catalog.clone(), head.clone(), store.clone(), node.clone()));
         Ok(Engine {
-            sources: Arc::new(Sources { catalog, head, store, node }),
+            sources: Arc::new(Sources {
+                catalog,
+                head,
+                store,
+                node,
+                peers: Arc::new(NoPeers),
+                pause_after_heads: None,
+            }),
             index,
             runtime,
             pool,
@@ -229,6 +243,23 @@ impl Engine {
 }
 
 impl Engine {
+    /// Reads the heads of `peers` too: every other ingester of a deployment. Call it before
+    /// the engine is shared.
+    pub fn with_peers(mut self, peers: Arc<dyn Peers>) -> Engine {
+        let sources = Arc::get_mut(&mut self.sources).expect("with_peers before the engine is shared");
+        sources.peers = peers.clone();
+        Arc::get_mut(&mut self.index).expect("with_peers before the engine is shared").set_peers(peers);
+        self
+    }
+
+    /// See [`Sources::pause_after_heads`] (tests only). Call it before the engine is shared.
+    pub fn with_pause_after_heads(mut self, pause: Option<Duration>) -> Engine {
+        Arc::get_mut(&mut self.sources)
+            .expect("with_pause_after_heads before the engine is shared")
+            .pause_after_heads = pause;
+        self
+    }
+
     /// The longest a query may run.
     pub fn query_timeout(&self) -> Duration {
         self.config.timeout
@@ -313,12 +344,17 @@ impl QueryService for Engine {
         self.chart(query).await
     }
 
+    async fn head(&self, request: HeadRequest) -> Result<HeadAnswer, QueryError> {
+        self.head_answer(request).await
+    }
+
     async fn changes_since(
         &self,
         tenant: &Tenant,
         signal: Signal,
         created_after_ns: i64,
     ) -> Result<tracelight_model::Changes, QueryError> {
+        use datafusion::arrow::array::AsArray;
         const HOUR: i64 = 3_600_000_000_000;
         let segs = self
             .sources
@@ -328,7 +364,20 @@ impl QueryService for Engine {
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let through = segs.iter().map(|s| s.2).max().unwrap_or(created_after_ns).max(created_after_ns);
         let mut ranges: Vec<(i64, i64)> = segs.iter().map(|(lo, hi, _)| (*lo, hi.saturating_add(1))).collect();
-        ranges.extend(self.sources.head.hours(tenant, signal).into_iter().map(|h| (h * HOUR, (h + 1) * HOUR)));
+        let mut hours = self.sources.head.hours(tenant, signal);
+        let remote = self.sources.peers.heads(&HeadRequest::new(tenant, signal, 0, 0, HeadKind::Hours)).await;
+        if let Some(missing) = remote.missing.first() {
+            // That node's rows reach the catalog once it is back and flushes; those segments
+            // are reported then.
+            tracing::warn!(warning = %missing, "hours in the heads of other nodes not known");
+        }
+        for b in remote.answers.iter().flat_map(|a| &a.batches) {
+            // Of `hours_schema` (the reader checked).
+            hours.extend(b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values());
+        }
+        hours.sort_unstable();
+        hours.dedup();
+        ranges.extend(hours.into_iter().map(|h| (h * HOUR, (h + 1) * HOUR)));
         Ok(tracelight_model::Changes { ranges_ns: ranges, segments_through_ns: through })
     }
 }

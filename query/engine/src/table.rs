@@ -15,6 +15,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use parking_lot::Mutex;
+use tracelight_model::peers::{HeadKind, HeadRequest, PeerAnswers};
 use tracelight_model::time::hour_of;
 use tracelight_model::{ScanStats, Signal, Tenant};
 
@@ -74,8 +75,25 @@ impl TableProvider for SignalTable {
         let (start, end) = (range.start_ns.unwrap_or(i64::MIN), range.end_ns.unwrap_or(i64::MAX));
         let (h0, h1) = if end <= start { (1, 0) } else { (hour_of(start), hour_of(end.saturating_sub(1))) };
 
-        // Head first: its snapshot says which catalog segments it overlaps.
+        // Heads first (this node's, then every other ingester's): their snapshots say which
+        // catalog segments they overlap.
         let head = self.sources.head.snapshot(&self.tenant, self.signal, h0, h1);
+        let schema = self.signal.schema();
+        let remote = if end <= start {
+            PeerAnswers::default()
+        } else {
+            // Only the columns this scan reads; a scan of none (`count(*)`) still needs the
+            // rows, so it asks for the time column.
+            let columns = projection.map(|p| match p.is_empty() {
+                true => vec![self.signal.time_column().to_string()],
+                false => p.iter().map(|i| schema.field(*i).name().clone()).collect(),
+            });
+            let request = HeadRequest::new(&self.tenant, self.signal, start, end, HeadKind::Rows { columns });
+            self.sources.peers.heads(&request).await
+        };
+        if let Some(pause) = self.sources.pause_after_heads {
+            tokio::time::sleep(pause).await;
+        }
         let mut segments = if end <= start {
             Vec::new()
         } else {
@@ -85,7 +103,8 @@ impl TableProvider for SignalTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
         };
-        tracelight_storage::drop_head_overlap(&mut segments, &self.sources.node, head.overlap_from_lsn);
+        let heads = std::iter::once((self.sources.node.as_str(), head.overlap_from_lsn)).chain(remote.overlaps());
+        tracelight_storage::drop_head_overlap(&mut segments, heads);
 
         {
             let mut st = self.stats.lock();
@@ -97,9 +116,12 @@ impl TableProvider for SignalTable {
             // Rows of the opened segments: what the scan may read before row-group pruning.
             st.rows_read += segments.iter().map(|s| s.rows).sum::<u64>();
             st.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            st.head_rows += remote.rows();
+            for w in &remote.missing {
+                st.warn(w);
+            }
         }
 
-        let schema = self.signal.schema();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !segments.is_empty() {
             let urls = segments
@@ -114,14 +136,20 @@ impl TableProvider for SignalTable {
             let listing = ListingTable::try_new(config)?;
             plans.push(listing.scan(state, projection, filters, limit).await?);
         }
-        if !head.batches.is_empty() || plans.is_empty() {
+        if !head.batches.is_empty() || remote.rows() > 0 || plans.is_empty() {
             // Head batches hold resource and scope values once per batch: only the columns
             // this scan reads are built out to full rows.
             let projected = match projection {
                 Some(p) => Arc::new(schema.project(p)?),
                 None => schema.clone(),
             };
-            let batches = head.batches.iter().map(|b| b.project(projection.map(|p| p.as_slice()))).collect();
+            let mut batches: Vec<_> =
+                head.batches.iter().map(|b| b.project(projection.map(|p| p.as_slice()))).collect();
+            for b in remote.answers.iter().flat_map(|a| &a.batches) {
+                // Of the projected schema (the reader checked), or the time column alone.
+                let b = if projection.is_some_and(|p| p.is_empty()) { b.project(&[])? } else { b.clone() };
+                batches.push(b);
+            }
             let mem = MemTable::try_new(projected, vec![batches])?;
             plans.push(mem.scan(state, None, filters, limit).await?);
         }

@@ -10,66 +10,28 @@
 //!
 //! See [`schema`] for what is indexed and how to query it.
 
+#[cfg(feature = "segments")]
 pub mod bundle_dir;
+#[cfg(feature = "segments")]
 pub mod head;
 pub mod histogram;
 pub mod schema;
+#[cfg(feature = "segments")]
 pub mod search;
+pub mod syntax;
 pub mod verify;
 
-use std::path::Path;
+#[cfg(feature = "segments")]
+mod build;
 
-use arrow::record_batch::RecordBatch;
-use tantivy::{Index, IndexWriter};
-use tracelight_model::Signal;
-use tracelight_storage::{IndexBuild, SegmentIndexer};
+use tantivy::Index;
 
+#[cfg(feature = "segments")]
+pub use build::SegmentIndexBuilder;
 pub use histogram::TimeBuckets;
-pub use search::{IndexSearch, LogSearch, LogSyntax};
-
-/// Indexing memory for one segment's index; past it tantivy starts another index segment.
-const BUILD_MEMORY: usize = 96 << 20;
-
-/// Builds the index of a segment during a flush.
-#[derive(Default)]
-pub struct SegmentIndexBuilder;
-
-impl SegmentIndexer for SegmentIndexBuilder {
-    fn indexes(&self, signal: Signal) -> bool {
-        // Full text is for logs; trace-ID lookups of every signal go through the storage
-        // crate's trace-ID index (`<id>.tid`).
-        signal == Signal::Logs
-    }
-
-    fn start(&self, signal: Signal, dir: &Path) -> Result<Box<dyn IndexBuild>, String> {
-        let (schema, fields) = schema::schema();
-        let index = Index::create_in_dir(dir, schema).map_err(|e| e.to_string())?;
-        schema::register_tokenizers(&index);
-        let writer = index.writer_with_num_threads(1, BUILD_MEMORY).map_err(|e| e.to_string())?;
-        Ok(Box::new(TantivyBuild { writer, fields, signal }))
-    }
-}
-
-/// A segment's tantivy index being filled slice by slice.
-struct TantivyBuild {
-    writer: IndexWriter,
-    fields: schema::Fields,
-    signal: Signal,
-}
-
-impl IndexBuild for TantivyBuild {
-    fn add(&mut self, rows: &RecordBatch, first_row: u64) -> Result<(), String> {
-        schema::add_rows(&self.writer, &self.fields, self.signal, rows, false, |i| first_row + i as u64)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn finish(self: Box<Self>) -> Result<(), String> {
-        let TantivyBuild { mut writer, .. } = *self;
-        writer.commit().map_err(|e| e.to_string())?;
-        writer.wait_merging_threads().map_err(|e| e.to_string())
-    }
-}
+#[cfg(feature = "segments")]
+pub use search::{IndexSearch, LogSearch};
+pub use syntax::LogSyntax;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -86,13 +48,14 @@ impl From<tantivy::TantivyError> for IndexError {
     }
 }
 
+#[cfg(feature = "segments")]
 impl From<tracelight_storage::StorageError> for IndexError {
     fn from(e: tracelight_storage::StorageError) -> Self {
         IndexError::Internal(e.to_string())
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "segments"))]
 mod tests;
 
 /// Where the bytes of the full-text indexes under `dirs` go: per component (term dictionary,

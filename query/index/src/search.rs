@@ -12,11 +12,10 @@ use arrow::compute::interleave_record_batch;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use tantivy::collector::{DocSetCollector, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
-use tantivy::query_grammar::{self, Occur as GrammarOccur, UserInputAst, UserInputLeaf};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocAddress, Index, Order, ReloadPolicy, Searcher, Term};
+use tracelight_model::peers::{HeadKind, HeadRequest, HeadSearch, NoPeers, PeerAnswers, Peers};
 use tracelight_model::time::hour_of;
 use tracelight_model::{ScanStats, Signal, Tenant};
 use tracelight_storage::traceidx::{self, TraceIndexFile};
@@ -26,6 +25,7 @@ use crate::IndexError;
 use crate::head::HeadIndex;
 use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
+use crate::syntax::LogSyntax;
 use crate::verify::{self, LogQuery, Node, Rows, Target};
 
 /// Opened segment indexes kept at most.
@@ -51,91 +51,53 @@ pub struct LogSearch {
     pub skip_at_end: usize,
 }
 
+impl LogSearch {
+    /// The search as another node's head answers it.
+    pub fn for_peers(&self) -> HeadSearch {
+        HeadSearch {
+            q: self.q.clone(),
+            services: self.services.clone(),
+            severities: self.severities.clone(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+
+    /// The search another node asked this node's head (see [`IndexSearch::head_logs`]).
+    pub fn from_peer(s: &HeadSearch, start_ns: i64, end_ns: i64) -> LogSearch {
+        LogSearch {
+            q: s.q.clone(),
+            services: s.services.clone(),
+            severities: s.severities.clone(),
+            trace_id: s.trace_id.clone(),
+            start_ns,
+            end_ns,
+            limit: 0,
+            skip_at_end: 0,
+        }
+    }
+}
+
 /// Most hits one log search may ask of each index (a page of at most 1,000 plus a cursor's
 /// skip of at most `MAX_CURSOR_SKIP`, with room to spare).
 pub const MAX_WANT: usize = 100_000;
 
-/// Longest log query text.
-pub const MAX_QUERY_BYTES: usize = 4096;
-/// Deepest nesting of groups, or run of prefix operators (`-`, `+`, `NOT`), in a log query.
-pub const MAX_QUERY_DEPTH: usize = 32;
-
-/// Tantivy's query grammar and the tree built from it recurse once per level of nesting: a
-/// query of 100,000 `(` overflowed the stack and aborted the process. Refuse what could.
-fn check_query_shape(q: &str) -> Result<(), IndexError> {
-    if q.len() > MAX_QUERY_BYTES {
-        return Err(IndexError::Invalid(format!(
-            "the query is {} bytes; at most {MAX_QUERY_BYTES} are accepted",
-            q.len()
-        )));
-    }
-    // Tantivy separates JSON path segments with \x01 and ends paths with \x00: one of those in
-    // a field name (`attributes.a\x01b:x`) trips an assertion in its parser (found by fuzzing).
-    if q.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-        return Err(IndexError::Invalid("the query holds control characters; at most whitespace is accepted".into()));
-    }
-    let (mut depth, mut deepest, mut prefixes, mut most_prefixes, mut quoted) = (0usize, 0, 0usize, 0, false);
-    for word in q.split_whitespace() {
-        if word == "NOT" && !quoted {
-            prefixes += 1;
-            most_prefixes = most_prefixes.max(prefixes);
-            continue;
-        }
-        let mut leading = true;
-        for c in word.chars() {
-            match c {
-                '"' => quoted = !quoted,
-                '(' if !quoted => depth += 1,
-                ')' if !quoted => depth = depth.saturating_sub(1),
-                '-' | '+' if !quoted && leading => {
-                    prefixes += 1;
-                    most_prefixes = most_prefixes.max(prefixes);
-                    continue;
-                }
-                _ => {}
-            }
-            deepest = deepest.max(depth);
-            if !matches!(c, '(' | '-' | '+') {
-                leading = false;
-                prefixes = 0;
-            }
-        }
-    }
-    if deepest > MAX_QUERY_DEPTH || most_prefixes > MAX_QUERY_DEPTH {
-        return Err(IndexError::Invalid(format!(
-            "the query nests {} levels deep; at most {MAX_QUERY_DEPTH} are accepted",
-            deepest.max(most_prefixes)
-        )));
-    }
-    Ok(())
-}
-
-/// `AND` and `OR` between two terms. The lenient grammar reads a dangling operator (`a AND`,
-/// `a AND OR b`) as a word to search for; the strict grammar refuses it, and so do we.
-fn check_operators(q: &str) -> Result<(), String> {
-    let mut previous: Option<&str> = None;
-    let mut quoted = false;
-    for word in q.split_whitespace() {
-        let operator = (!quoted && matches!(word, "AND" | "OR" | "&&" | "||")).then_some(word);
-        if let Some(op) = operator
-            && matches!(previous, None | Some("AND" | "OR" | "&&" | "||" | "NOT"))
-        {
-            return Err(format!("{op} needs a term before it"));
-        }
-        quoted ^= word.matches('"').count() % 2 == 1;
-        previous = Some(if quoted { "\"" } else { word });
-    }
-    match previous {
-        Some(op @ ("AND" | "OR" | "&&" | "||" | "NOT")) => Err(format!("{op} needs a term after it")),
-        _ => Ok(()),
-    }
-}
-
 /// Where a hit's row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Source {
-    Head { generation: u64, address: u64 },
-    Segment { segment: usize, row: u64 },
+    Head {
+        generation: u64,
+        address: u64,
+    },
+    Segment {
+        segment: usize,
+        row: u64,
+    },
+    /// A row of another node's answer: answer, batch, row.
+    Peer {
+        answer: usize,
+        batch: usize,
+        row: usize,
+    },
 }
 
 pub struct IndexSearch {
@@ -150,12 +112,14 @@ pub struct IndexSearch {
     /// [`SegmentRows::docs_of_rows`]), checked once.
     in_row_order: Mutex<HashMap<String, bool>>,
     head_index: HeadIndex,
+    /// The other ingesters, whose heads every search also reads.
+    peers: Arc<dyn Peers>,
 }
 
 impl IndexSearch {
     pub fn new(catalog: Catalog, head: Arc<Head>, store: SegmentStore, node: String) -> IndexSearch {
         let syntax = LogSyntax::new();
-        let fields = syntax.fields;
+        let fields = syntax.fields();
         IndexSearch {
             catalog,
             head,
@@ -166,7 +130,13 @@ impl IndexSearch {
             searchers: Mutex::default(),
             in_row_order: Mutex::default(),
             head_index: HeadIndex::default(),
+            peers: Arc::new(NoPeers),
         }
+    }
+
+    /// Searches the heads of `peers` too (a deployment of several ingesters).
+    pub fn set_peers(&mut self, peers: Arc<dyn Peers>) {
+        self.peers = peers;
     }
 
     /// Parses a query in tantivy's syntax (see [`LogSyntax::parse`]).
@@ -176,79 +146,6 @@ impl IndexSearch {
 
     fn id_term(&self, field: tantivy::schema::Field, id: &str) -> Term {
         Term::from_field_text(field, &id.to_ascii_lowercase())
-    }
-}
-
-/// The log query syntax on its own: what every search parses its text with (and what the
-/// fuzz target exercises).
-pub struct LogSyntax {
-    /// An empty index that only lends its schema and tokenizers to the query parser.
-    index: Index,
-    fields: Fields,
-    /// The analyzer of the text fields: how phrases are split into words.
-    words: TextAnalyzer,
-}
-
-impl Default for LogSyntax {
-    fn default() -> Self {
-        LogSyntax::new()
-    }
-}
-
-impl LogSyntax {
-    pub fn new() -> LogSyntax {
-        let (schema, fields) = schema::schema();
-        let index = Index::create_in_ram(schema);
-        schema::register_tokenizers(&index);
-        let words = index.tokenizers().get("default").expect("tantivy registers its default analyzer");
-        LogSyntax { index, fields, words }
-    }
-
-    /// Parses a query in tantivy's syntax. Bare words search the body and attribute values and
-    /// must all match (`payment timeout` = `payment AND timeout`). Phrases and trace IDs are
-    /// resolved per index when searched ([`verify`]).
-    pub fn parse(&self, q: &str) -> Result<LogQuery, IndexError> {
-        if q.trim().is_empty() {
-            return Ok(LogQuery::new(verify::everything(), self.words.clone()));
-        }
-        check_query_shape(q)?;
-        // Tantivy's lenient grammar loops forever, allocating, on whitespace other than space,
-        // tab, CR and LF inside `IN [...]` (a vertical tab or a no-break space; found by
-        // fuzzing): it splits words on all Unicode whitespace but skips only those four.
-        // Every other whitespace character becomes a space, which is what it separates anyway.
-        let spaced: String;
-        let q = if q.chars().any(|c| c.is_whitespace() && !matches!(c, ' ' | '\t' | '\n' | '\r')) {
-            spaced = q.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
-            spaced.as_str()
-        } else {
-            q
-        };
-        let mut parser = QueryParser::for_index(&self.index, vec![self.fields.body, self.fields.attr_values]);
-        parser.set_conjunction_by_default();
-        let invalid = |e: &dyn std::fmt::Display| {
-            IndexError::Invalid(format!(
-                "cannot parse query {q:?}: {e}. Fields: body, attributes.<key>, service, severity, trace_id; \
-                 operators AND, OR, NOT (or -word), \"phrases\", (groups)"
-            ))
-        };
-        // The lenient grammar, not the strict one: the strict grammar backtracks at every group
-        // and takes time exponential in the nesting (a 33-byte `((((…a))))` took seconds, found
-        // by fuzzing). The lenient one is linear; whatever it had to repair is refused here, so
-        // what it accepts is what the strict grammar accepts, the same tree.
-        let (ast, repairs) = query_grammar::parse_query_lenient(q);
-        if let Some(e) = repairs.first() {
-            return Err(invalid(&format_args!("{} at byte {}", e.message, e.pos)));
-        }
-        check_operators(q).map_err(|e| invalid(&e))?;
-        let root = verify::build(&parser, &self.words, lift_negations(ast)).map_err(|e| invalid(&e))?;
-        if let Some(n) = root.as_ref().map(verify::phrases).filter(|n| *n > verify::MAX_PHRASES) {
-            return Err(invalid(&format_args!(
-                "{n} phrase checks (a bare phrase counts twice: body and attribute values); a query may hold at most {}",
-                verify::MAX_PHRASES
-            )));
-        }
-        // A query of no words at all (`"!!"`) finds nothing, as tantivy's parser has it.
-        Ok(LogQuery::new(root.unwrap_or_else(verify::nothing), self.words.clone()))
     }
 }
 
@@ -312,7 +209,8 @@ impl IndexSearch {
         self.in_row_order.lock().remove(segment_path);
     }
 
-    /// Segments of `signal` in `[start, end)` that are not also in the head, newest first.
+    /// Segments of `signal` in `[start, end)` that are not also in a head read (this node's
+    /// and the peers' that answered), newest first. Call it after reading the heads.
     async fn segments(
         &self,
         tenant: &Tenant,
@@ -320,9 +218,11 @@ impl IndexSearch {
         start_ns: Option<i64>,
         end_ns: Option<i64>,
         overlap_from_lsn: u64,
+        peers: &PeerAnswers,
     ) -> Result<Vec<SegmentMeta>, IndexError> {
         let mut segs = self.catalog.segments(tenant, signal, start_ns, end_ns).await?;
-        drop_head_overlap(&mut segs, &self.node, overlap_from_lsn);
+        let heads = std::iter::once((self.node.as_str(), overlap_from_lsn)).chain(peers.overlaps());
+        drop_head_overlap(&mut segs, heads);
         segs.sort_by(|a, b| b.max_time_ns.cmp(&a.max_time_ns).then_with(|| b.id.cmp(&a.id)));
         Ok(segs)
     }
@@ -343,8 +243,11 @@ impl IndexSearch {
         }
         let (h0, h1) = (hour_of(s.start_ns), hour_of(s.end_ns - 1));
         let parts = self.head.partitions(tenant, Signal::Logs, h0, h1);
-        let segments =
-            self.segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn).await?;
+        let kind = HeadKind::Logs { search: s.for_peers(), want };
+        let remote = self.peers.heads(&HeadRequest::new(tenant, Signal::Logs, s.start_ns, s.end_ns, kind)).await;
+        let segments = self
+            .segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn, &remote)
+            .await?;
 
         let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
         stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
@@ -355,6 +258,7 @@ impl IndexSearch {
             hits.push((h.time_ns, src));
             head_rows.insert(src, h.row);
         }
+        peer_hits(&remote, &mut hits, &mut head_rows, &mut hours, &mut stats);
         keep_newest(&mut hits, want);
 
         for (i, seg) in segments.iter().enumerate() {
@@ -419,11 +323,24 @@ impl IndexSearch {
         let query = self.log_query(s)?;
         let (h0, h1) = (hour_of(s.start_ns), hour_of(s.end_ns - 1));
         let parts = self.head.partitions(tenant, Signal::Logs, h0, h1);
-        let segments =
-            self.segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn).await?;
+        let kind = HeadKind::Histogram { search: s.for_peers(), step_ns: buckets.step_ns, buckets: buckets.len };
+        let remote = self.peers.heads(&HeadRequest::new(tenant, Signal::Logs, s.start_ns, s.end_ns, kind)).await;
+        let segments = self
+            .segments(tenant, Signal::Logs, Some(s.start_ns), Some(s.end_ns), parts.overlap_from_lsn, &remote)
+            .await?;
         let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
         stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
         let mut counts = self.head_index.histogram(tenant, &parts, &query, buckets)?;
+        for w in &remote.missing {
+            stats.warn(w);
+        }
+        for b in remote.answers.iter().flat_map(|a| &a.batches) {
+            // Of `counts_schema` (the reader checked): one count per bucket, in order.
+            let peer = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
+            for (c, n) in counts.iter_mut().zip(peer.values()) {
+                *c += n;
+            }
+        }
         for seg in &segments {
             let Some(searcher) = self.searcher(seg)? else { continue };
             hours.insert(seg.partition_hour);
@@ -499,7 +416,10 @@ impl IndexSearch {
         let ids: HashSet<String> = trace_ids.iter().map(|t| t.to_ascii_lowercase()).collect();
         let (h0, h1) = (start_ns.map_or(i64::MIN, hour_of), end_ns.map_or(i64::MAX, |e| hour_of(e.saturating_sub(1))));
         let head = self.head.snapshot(tenant, signal, h0, h1);
-        let segments = self.segments(tenant, signal, start_ns, end_ns, head.overlap_from_lsn).await?;
+        let (lo, hi) = (start_ns.unwrap_or(i64::MIN), end_ns.unwrap_or(i64::MAX));
+        let kind = HeadKind::Trace { trace_ids: ids.iter().cloned().collect() };
+        let remote = self.peers.heads(&HeadRequest::new(tenant, signal, lo, hi.max(lo), kind)).await;
+        let segments = self.segments(tenant, signal, start_ns, end_ns, head.overlap_from_lsn, &remote).await?;
         // One term query per ID: a direct term-dictionary lookup each.
         let query = BooleanQuery::new(
             ids.iter()
@@ -569,19 +489,22 @@ impl IndexSearch {
             stats.rows_read += b.num_rows() as u64;
             out.push(b);
         }
-        for b in &head.batches {
-            stats.head_rows += b.num_rows() as u64;
-            let mask = trace_mask(signal, b.rows(), &ids);
-            if mask.true_count() > 0 {
-                let rows: Vec<u32> = (0..mask.len() as u32).filter(|i| mask.value(*i as usize)).collect();
-                let kept = b.take(&rows);
-                stats.rows_read += kept.num_rows() as u64;
-                if let Some(t) = kept.column_by_name(signal.time_column()) {
-                    let t = t.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-                    hours.extend(t.values().iter().map(|v| hour_of(*v)));
-                }
-                out.push(kept);
+        stats.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        for kept in head_trace_rows(signal, &head.batches, &ids) {
+            stats.rows_read += kept.num_rows() as u64;
+            if let Some(t) = kept.column_by_name(signal.time_column()) {
+                let t = t.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+                hours.extend(t.values().iter().map(|v| hour_of(*v)));
             }
+            out.push(kept);
+        }
+        for w in &remote.missing {
+            stats.warn(w);
+        }
+        for b in remote.answers.iter().flat_map(|a| &a.batches) {
+            stats.head_rows += b.num_rows() as u64;
+            stats.rows_read += b.num_rows() as u64;
+            out.push(b.clone());
         }
         stats.partitions = hours.len() as u64;
         let batch =
@@ -589,6 +512,80 @@ impl IndexSearch {
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((batch, stats))
     }
+}
+
+/// What this node's head answers another node (see [`tracelight_model::peers`]). Each returns
+/// the head's `overlap_from_lsn` with the rows.
+impl IndexSearch {
+    /// The newest `want` log records of the head matching `s`, newest first.
+    pub fn head_logs(
+        &self,
+        tenant: &Tenant,
+        s: &LogSearch,
+        want: usize,
+    ) -> Result<(u64, Vec<RecordBatch>), IndexError> {
+        let parts = self.head.partitions(tenant, Signal::Logs, hour_of(s.start_ns), hour_of(s.end_ns - 1));
+        if s.end_ns <= s.start_ns || want == 0 {
+            return Ok((parts.overlap_from_lsn, Vec::new()));
+        }
+        let query = self.log_query(s)?;
+        let mut hits = self.head_index.search(tenant, &parts, &query, want)?;
+        hits.sort_unstable_by(|a, b| b.time_ns.cmp(&a.time_ns).then_with(|| a.order.cmp(&b.order)));
+        hits.truncate(want);
+        let rows: Vec<RecordBatch> = hits.into_iter().map(|h| h.row).collect();
+        if rows.is_empty() {
+            return Ok((parts.overlap_from_lsn, Vec::new()));
+        }
+        let batch = arrow::compute::concat_batches(&Signal::Logs.schema(), &rows)
+            .map_err(|e| IndexError::Internal(e.to_string()))?;
+        Ok((parts.overlap_from_lsn, vec![batch]))
+    }
+
+    /// The head's log records matching `s` counted per bucket.
+    pub fn head_histogram(
+        &self,
+        tenant: &Tenant,
+        s: &LogSearch,
+        buckets: &TimeBuckets,
+    ) -> Result<(u64, Vec<u64>), IndexError> {
+        let parts = self.head.partitions(tenant, Signal::Logs, hour_of(s.start_ns), hour_of(s.end_ns - 1));
+        if s.end_ns <= s.start_ns {
+            return Ok((parts.overlap_from_lsn, vec![0; buckets.len]));
+        }
+        let query = self.log_query(s)?;
+        Ok((parts.overlap_from_lsn, self.head_index.histogram(tenant, &parts, &query, buckets)?))
+    }
+
+    /// The head's rows of `trace_ids` in `[start_ns, end_ns)`'s hours.
+    pub fn head_trace(
+        &self,
+        tenant: &Tenant,
+        signal: Signal,
+        trace_ids: &[String],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> (u64, Vec<RecordBatch>) {
+        let ids: HashSet<String> = trace_ids.iter().map(|t| t.to_ascii_lowercase()).collect();
+        let head = self.head.snapshot(tenant, signal, hour_of(start_ns), hour_of(end_ns.saturating_sub(1)));
+        (head.overlap_from_lsn, head_trace_rows(signal, &head.batches, &ids))
+    }
+}
+
+/// The rows of head batches that belong to one of `ids`.
+fn head_trace_rows(
+    signal: Signal,
+    batches: &[tracelight_storage::HeadBatch],
+    ids: &HashSet<String>,
+) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for b in batches {
+        let mask = trace_mask(signal, b.rows(), ids);
+        if mask.true_count() > 0 {
+            let rows: Vec<u32> = (0..mask.len() as u32).filter(|i| mask.value(*i as usize)).collect();
+            out.push(b.take(&rows));
+        }
+    }
+    out
 }
 
 /// The rows behind a segment index's documents: the segment's Parquet file, by the `row`
@@ -695,31 +692,31 @@ impl Rows for SegmentRows<'_> {
     }
 }
 
-/// `a AND NOT b` parses as `a AND (NOT b)`, and a group holding only exclusions matches
-/// nothing in tantivy, so the query would find nothing. Lifts such exclusions into the
-/// enclosing group, and gives a group of only exclusions something to exclude from.
-pub(crate) fn lift_negations(ast: UserInputAst) -> UserInputAst {
-    let only_exclusions = |items: &[(Option<GrammarOccur>, UserInputAst)]| {
-        !items.is_empty() && items.iter().all(|(o, _)| *o == Some(GrammarOccur::MustNot))
-    };
-    match ast {
-        UserInputAst::Clause(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (occur, sub) in items {
-                match (occur, lift_negations(sub)) {
-                    (None | Some(GrammarOccur::Must), UserInputAst::Clause(inner)) if only_exclusions(&inner) => {
-                        out.extend(inner)
-                    }
-                    (o, s) => out.push((o, s)),
-                }
+/// The rows other nodes' heads answered a log search with, as hits: each row kept on its
+/// own, as head rows are, to be put in order with the rest.
+fn peer_hits(
+    remote: &PeerAnswers,
+    hits: &mut Vec<(i64, Source)>,
+    rows: &mut HashMap<Source, RecordBatch>,
+    hours: &mut HashSet<i64>,
+    stats: &mut ScanStats,
+) {
+    for w in &remote.missing {
+        stats.warn(w);
+    }
+    for (answer, a) in remote.answers.iter().enumerate() {
+        for (batch, b) in a.batches.iter().enumerate() {
+            stats.head_rows += b.num_rows() as u64;
+            // Of the logs schema (the reader checked).
+            let Some(times) = b.column_by_name("time") else { continue };
+            let times = times.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            for (row, t) in times.values().iter().enumerate() {
+                let src = Source::Peer { answer, batch, row };
+                hits.push((*t, src));
+                hours.insert(hour_of(*t));
+                rows.insert(src, b.slice(row, 1));
             }
-            if only_exclusions(&out) {
-                out.push((Some(GrammarOccur::Must), UserInputAst::Leaf(Box::new(UserInputLeaf::All))));
-            }
-            UserInputAst::Clause(out)
         }
-        UserInputAst::Boost(inner, boost) => UserInputAst::Boost(Box::new(lift_negations(*inner)), boost),
-        leaf => leaf,
     }
 }
 

@@ -491,7 +491,7 @@ fn oracle(recs: &[Rec], q: &str) -> Vec<String> {
     parser.set_conjunction_by_default();
     let (ast, errors) = tantivy::query_grammar::parse_query_lenient(q);
     assert!(errors.is_empty(), "{q}: {errors:?}");
-    let query = parser.build_query_from_user_input_ast(crate::search::lift_negations(ast)).unwrap();
+    let query = parser.build_query_from_user_input_ast(crate::syntax::lift_negations(ast)).unwrap();
     let body = batch.column_by_name("body").unwrap().as_string::<i32>();
     let mut out: Vec<String> = searcher
         .search(&query, &tantivy::collector::DocSetCollector)

@@ -24,9 +24,10 @@ use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use rand::Rng;
 use tokio::sync::watch;
-use tracelight_model::Signal;
+use tracelight_model::peers::{HeadKind, HeadRequest, NoPeers, Peers};
 use tracelight_model::telemetry::{Counter, Histogram, Registry};
 use tracelight_model::time::{now_ns, partition_dirs};
+use tracelight_model::{Signal, Tenant};
 
 use crate::catalog::{Catalog, Leadership, SegmentMeta};
 use crate::error::StorageError;
@@ -89,6 +90,11 @@ pub struct Compactor {
     store: SegmentStore,
     node: String,
     head: Option<Arc<Head>>,
+    /// The ingesters, asked where their heads begin (see [`plan`]).
+    peers: Arc<dyn Peers>,
+    /// Segments younger than this are not merged: the longest a query may take between
+    /// reading the heads and listing the catalog (see [`Compactor::with_peers`]).
+    settle: Duration,
     indexer: Option<Arc<dyn SegmentIndexer>>,
     config: CompactionConfig,
     stop: Arc<AtomicBool>,
@@ -122,6 +128,8 @@ impl Compactor {
             store,
             node,
             head: None,
+            peers: Arc::new(NoPeers),
+            settle: Duration::ZERO,
             indexer: None,
             config,
             stop: Arc::default(),
@@ -153,6 +161,20 @@ impl Compactor {
     }
 
     /// Builds the merged segments' full-text indexes (as the flush does).
+    /// Learns where the other ingesters' heads begin before each pass, so their segments are
+    /// merged as soon as they are out of their heads instead of after [`OTHER_NODES_AFTER`].
+    ///
+    /// `settle` is the longest a query node spends between reading the heads and listing the
+    /// catalog (asking the ingesters, twice at worst). A segment flushed in that gap is left
+    /// out of the query by its LSN (its rows are in the head the query read); merged into an
+    /// older segment, it would take that segment's rows out with it. So no segment younger
+    /// than `settle` is merged.
+    pub fn with_peers(mut self, peers: Arc<dyn Peers>, settle: Duration) -> Compactor {
+        self.peers = peers;
+        self.settle = settle;
+        self
+    }
+
     pub fn with_indexer(mut self, indexer: Arc<dyn SegmentIndexer>) -> Compactor {
         self.indexer = Some(indexer);
         self
@@ -219,10 +241,17 @@ impl Compactor {
         let mut candidates = self.catalog.compaction_candidates(c.target_bytes / 2, created_before).await?;
         {
             let skip = self.unmergeable.lock();
-            candidates.retain(|s| !skip.contains(&s.id));
+            let settled = now.saturating_sub(self.settle.as_nanos().min(i64::MAX as u128) as i64);
+            candidates.retain(|s| !skip.contains(&s.id) && s.created_at_ns < settled);
         }
-        let in_head = self.head.as_ref().map_or(u64::MAX, |h| h.overlap_from_lsn());
-        let groups = plan(candidates, c, &self.node, in_head, now);
+        // Where each head that answers begins: this node's, and every live ingester's. Their
+        // heads only move forward (a restart replays from past the last flush), so a segment
+        // below that point stays out of every head.
+        let mut heads = vec![(self.node.clone(), self.head.as_ref().map_or(u64::MAX, |h| h.overlap_from_lsn()))];
+        let ask = HeadRequest::new(&Tenant::default_tenant(), Signal::Spans, 0, 0, HeadKind::Hours);
+        heads.extend(self.peers.heads(&ask).await.answers.into_iter().map(|a| (a.node, a.overlap_from_lsn)));
+        let heads: Vec<(&str, u64)> = heads.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        let groups = plan(candidates, c, &heads, now);
         let mut stats = CompactionStats::default();
         let mut first_error = None;
         for group in groups {
@@ -350,15 +379,15 @@ pub const OTHER_NODES_AFTER: Duration = Duration::from_secs(60);
 /// most `target_bytes`, `target_rows` and `max_inputs` of them. An hour that ended more than
 /// `min_age` ago is merged whole; in an open hour only a tier of at least `min_inputs`
 /// segments of similar size (within 4×) is merged, so each row is rewritten about log4(n)
-/// times, not on every pass. Segments of `node` at or past `in_head_from_lsn` are skipped
-/// (their rows may still be in this node's head); segments of other nodes, whose heads this
-/// node cannot see, only once they are [`OTHER_NODES_AFTER`] old (a node drops a flushed
-/// generation from its head right after the commit).
+/// times, not on every pass. `heads` are the `(node, overlap_from_lsn)` of the heads known
+/// now (this node's, the ingesters' that answered): a segment of such a node at or past its
+/// point is skipped (its rows may still be in that head). Segments of other nodes, whose
+/// heads are not known, are merged only once they are [`OTHER_NODES_AFTER`] old (a node drops
+/// a flushed generation from its head right after the commit).
 pub fn plan(
     candidates: Vec<SegmentMeta>,
     c: &CompactionConfig,
-    node: &str,
-    in_head_from_lsn: u64,
+    heads: &[(&str, u64)],
     now_ns: i64,
 ) -> Vec<Vec<SegmentMeta>> {
     let hour_ns = 3_600_000_000_000i64;
@@ -367,7 +396,10 @@ pub fn plan(
     let others_before = now_ns.saturating_sub(OTHER_NODES_AFTER.as_nanos() as i64);
     let mut rest = candidates
         .into_iter()
-        .filter(|s| if s.node == node { s.flush_lsn < in_head_from_lsn } else { s.created_at_ns < others_before })
+        .filter(|s| match heads.iter().find(|(n, _)| *n == s.node) {
+            Some((_, from)) => s.flush_lsn < *from,
+            None => s.created_at_ns < others_before,
+        })
         .peekable();
     while let Some(s) = rest.next() {
         let mut partition = vec![s];

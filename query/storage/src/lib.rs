@@ -46,8 +46,11 @@ pub async fn apply_retention(catalog: &Catalog, cutoff_ns: i64) -> Result<Retent
     Ok(RetentionStats { segments: expired.len(), bytes: expired.iter().map(|s| s.bytes + s.index_bytes).sum() })
 }
 
-/// Drops the segments whose rows are still in the head ([`HeadSnapshot::overlap_from_lsn`]):
-/// a reader that reads both must count those rows once.
-pub fn drop_head_overlap(segments: &mut Vec<SegmentMeta>, node: &str, overlap_from_lsn: u64) {
-    segments.retain(|s| !(s.node == node && s.flush_lsn >= overlap_from_lsn));
+/// Drops the segments whose rows are also in a head that was read
+/// ([`HeadSnapshot::overlap_from_lsn`]): this node's, and every other node's that answered
+/// (`(node, overlap_from_lsn)` pairs, see [`tracelight_model::peers`]). A reader that reads
+/// both must count those rows once. Segments of a node that did not answer all stay.
+pub fn drop_head_overlap<'a>(segments: &mut Vec<SegmentMeta>, heads: impl IntoIterator<Item = (&'a str, u64)>) {
+    let heads: Vec<(&str, u64)> = heads.into_iter().collect();
+    segments.retain(|s| !heads.iter().any(|(node, from)| s.node == *node && s.flush_lsn >= *from));
 }

@@ -50,17 +50,26 @@ fn a_pass_merges_closed_hours_whole_and_open_hours_by_tier() {
     let mib = 1 << 20;
     // A closed hour: every small segment goes, in runs of at most max_inputs.
     let closed: Vec<_> = (0..6).map(|i| meta(&format!("a{i}"), 998, mib / 2, i)).collect();
-    assert_eq!(ids(&plan(closed.clone(), &c, "n1", u64::MAX, now)), [vec!["a0", "a1", "a2", "a3"], vec!["a4", "a5"]]);
+    assert_eq!(
+        ids(&plan(closed.clone(), &c, &[("n1", u64::MAX)], now)),
+        [vec!["a0", "a1", "a2", "a3"], vec!["a4", "a5"]]
+    );
     // One lone segment is left alone.
-    assert!(plan(closed[..1].to_vec(), &c, "n1", u64::MAX, now).is_empty());
+    assert!(plan(closed[..1].to_vec(), &c, &[("n1", u64::MAX)], now).is_empty());
     // Segments still in the head's LSN range are skipped (only this node's).
-    assert_eq!(ids(&plan(closed.clone(), &c, "n1", 4, now)), [vec!["a0", "a1", "a2", "a3"]]);
-    assert_eq!(plan(closed.clone(), &c, "n2", 0, now).len(), 2, "another node's head says nothing about n1");
+    assert_eq!(ids(&plan(closed.clone(), &c, &[("n1", 4)], now)), [vec!["a0", "a1", "a2", "a3"]]);
+    assert_eq!(plan(closed.clone(), &c, &[("n2", 0)], now).len(), 2, "another node's head says nothing about n1");
     // Another node's segments wait until that node has surely dropped them from its head.
     let young: Vec<_> =
         closed.iter().map(|s| SegmentMeta { created_at_ns: now - 30_000_000_000, ..s.clone() }).collect();
-    assert!(plan(young.clone(), &c, "n2", u64::MAX, now).is_empty(), "30 s old, of another node");
-    assert_eq!(plan(young, &c, "n1", u64::MAX, now).len(), 2, "30 s old, of this node (its head is known)");
+    assert!(plan(young.clone(), &c, &[("n2", u64::MAX)], now).is_empty(), "30 s old, of a node that did not answer");
+    assert_eq!(plan(young.clone(), &c, &[("n1", u64::MAX)], now).len(), 2, "30 s old, of a node whose head is known");
+    assert_eq!(
+        plan(young.clone(), &c, &[("n2", u64::MAX), ("n1", u64::MAX)], now).len(),
+        2,
+        "30 s old, of another node that answered"
+    );
+    assert!(plan(young, &c, &[("n1", 0)], now).is_empty(), "all still in n1's head");
     // The open hour: only a tier with at least min_inputs segments of similar size.
     let open = vec![
         meta("b0", 1000, 40 * mib, 1),
@@ -69,14 +78,17 @@ fn a_pass_merges_closed_hours_whole_and_open_hours_by_tier() {
         meta("b3", 1000, mib / 8, 4),
         meta("b4", 1000, mib / 2, 5),
     ];
-    assert_eq!(ids(&plan(open.clone(), &c, "n1", u64::MAX, now)), [vec!["b1", "b3", "b4"]]);
-    assert!(plan(open[..4].to_vec(), &c, "n1", u64::MAX, now).is_empty(), "two small ones wait");
+    assert_eq!(ids(&plan(open.clone(), &c, &[("n1", u64::MAX)], now)), [vec!["b1", "b3", "b4"]]);
+    assert!(plan(open[..4].to_vec(), &c, &[("n1", u64::MAX)], now).is_empty(), "two small ones wait");
     // The size target splits runs too.
     let tight = CompactionConfig { target_bytes: mib, ..c.clone() };
-    assert_eq!(ids(&plan(closed, &tight, "n1", u64::MAX, now)), [vec!["a0", "a1"], vec!["a2", "a3"], vec!["a4", "a5"]]);
+    assert_eq!(
+        ids(&plan(closed, &tight, &[("n1", u64::MAX)], now)),
+        [vec!["a0", "a1"], vec!["a2", "a3"], vec!["a4", "a5"]]
+    );
     // Partitions never mix.
     let mixed = vec![meta("c0", 997, 1, 1), meta("c1", 998, 1, 2)];
-    assert!(plan(mixed, &c, "n1", u64::MAX, now).is_empty());
+    assert!(plan(mixed, &c, &[("n1", u64::MAX)], now).is_empty());
 }
 
 /// A logs batch of `n` rows: service `svc(i)`, body `"{tag} {i}"`, trace `trace(i)`.

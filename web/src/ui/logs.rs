@@ -67,6 +67,8 @@ pub struct LogsPage {
     /// The live-tail stream of this search.
     pub tail: String,
     pub severities: &'static [&'static str],
+    /// What the answer may be missing (see `ScanStats::warnings`).
+    pub warnings: Vec<String>,
     pub render_ms: String,
 }
 
@@ -149,6 +151,7 @@ pub fn build(form: Form, range: RangeView, list: &LogList, counts: &[u64], step:
         next,
         tail,
         severities: &SEVERITIES,
+        warnings: Vec::new(),
         render_ms: String::new(),
     }
 }
@@ -181,6 +184,7 @@ pub async fn page(
     let (list, histogram) = tokio::try_join!(state.query.logs(q.clone()), state.query.log_histogram(q, step))?;
     let next = range.next_page("/logs", &keep(&form), list.next_cursor.as_deref());
     let mut page = build(form, range, &list, &histogram.counts, step, next);
+    page.warnings = super::warnings(&[&list.stats, &histogram.stats]);
     page.render_ms = clock.ms();
     Ok(render(&page))
 }

@@ -45,6 +45,8 @@ pub struct MetricsPage {
     pub metrics: Vec<MetricRow>,
     /// The picked metric: what it is, the aggregations and groupings offered, its chart.
     pub picked: Option<Picked>,
+    /// What the answer may be missing (see `ScanStats::warnings`).
+    pub warnings: Vec<String>,
     pub render_ms: String,
 }
 
@@ -226,9 +228,11 @@ pub async fn page(
                 tenant: Some(tenant),
             })
             .await?;
-        Some(picked(&chart, &form, series_start, end))
+        Some((picked(&chart, &form, series_start, end), chart.stats))
     };
-    let mut page = MetricsPage { form, range, metrics, picked, render_ms: String::new() };
+    let (picked, chart_stats) = picked.unzip();
+    let warnings = super::warnings(&[&catalog.stats, &chart_stats.unwrap_or_default()]);
+    let mut page = MetricsPage { form, range, metrics, picked, warnings, render_ms: String::new() };
     page.render_ms = clock.ms();
     Ok(render(&page))
 }

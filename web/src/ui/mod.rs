@@ -275,3 +275,12 @@ async fn trace_lookup(Query(q): Query<Lookup>) -> Result<Redirect, PageError> {
     let id = tracelight_model::correlate::parse_trace_id(&q.id).map_err(AppError::BadRequest)?;
     Ok(Redirect::to(&format!("/traces/{id}")))
 }
+
+/// The warnings of the answers a page is built from, each once.
+pub fn warnings(stats: &[&tracelight_model::ScanStats]) -> Vec<String> {
+    let mut all = tracelight_model::ScanStats::default();
+    for s in stats {
+        all.add(s);
+    }
+    all.warnings
+}

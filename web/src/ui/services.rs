@@ -73,6 +73,8 @@ pub struct ServicesPage {
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
     pub map_size: String,
+    /// What the answer may be missing (see `ScanStats::warnings`).
+    pub warnings: Vec<String>,
     pub render_ms: String,
 }
 
@@ -189,6 +191,7 @@ pub fn build(range: RangeView, m: &ServiceMap, series: &ServiceSeries) -> Servic
         nodes,
         edges,
         map_size: f(MAP),
+        warnings: super::warnings(&[&m.stats, &series.stats]),
         render_ms: String::new(),
     }
 }

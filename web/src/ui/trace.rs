@@ -86,6 +86,8 @@ pub struct TracePage {
     pub rows: Vec<Row>,
     pub logs: Vec<LogLine>,
     pub exemplars: Vec<Exemplar>,
+    /// What the answer may be missing (see `ScanStats::warnings`).
+    pub warnings: Vec<String>,
     pub render_ms: String,
 }
 
@@ -357,6 +359,7 @@ pub fn build(t: &TraceDetail, focus: Option<&str>) -> TracePage {
                 ),
             })
             .collect(),
+        warnings: t.stats.warnings.clone(),
         render_ms: String::new(),
     }
 }

@@ -44,6 +44,8 @@ pub struct TracesPage {
     pub chart: Chart,
     pub rows: Vec<TraceRow>,
     pub next: String,
+    /// What the answer may be missing (see `ScanStats::warnings`).
+    pub warnings: Vec<String>,
     pub render_ms: String,
 }
 
@@ -105,7 +107,7 @@ pub fn build(form: Form, range: RangeView, list: &TraceList, next: String) -> Tr
             })
         })
         .collect();
-    TracesPage { form, range, chart, rows, next, render_ms: String::new() }
+    TracesPage { form, range, chart, rows, next, warnings: list.stats.warnings.clone(), render_ms: String::new() }
 }
 
 pub async fn page(

@@ -62,6 +62,16 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// Removes `node` from the registry (a clean stop).
+    pub async fn forget_node(&self, node: &str) -> Result<(), StorageError> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM nodes WHERE node = $1")
+                .bind(node)
+                .execute(pool).await.map_err(|e| StorageError::catalog("forget node", e))?;
+        });
+        Ok(())
+    }
+
     /// Removes nodes whose last heartbeat is before `before_ns` (gone for good: a node that
     /// comes back registers again). Returns how many.
     pub async fn forget_nodes_before(&self, before_ns: i64) -> Result<u64, StorageError> {
