@@ -97,7 +97,11 @@ pub async fn logs(server: &str, a: &LogsArgs<'_>, token: Option<&str>, json: boo
     pairs.extend(a.services.iter().map(|s| ("service", s.clone())));
     pairs.extend(a.severity.map(|s| ("severity", s.to_string())));
     pairs.extend(a.cursor.map(|c| ("cursor", c.to_string())));
-    let query: String = pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    let query: String = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", tracelight_model::query::url_component(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     if json {
         let v: Value = call(server, &format!("/api/v1/logs?{query}"), None, token).await?;
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -136,17 +140,6 @@ pub async fn trace(server: &str, id: &str, token: Option<&str>, json: bool) -> a
         t.stats.elapsed_ms, t.stats.partitions, t.stats.segments, t.stats.rows_read
     );
     Ok(())
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// Unix nanoseconds as RFC 3339 UTC with milliseconds.

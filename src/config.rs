@@ -572,8 +572,8 @@ impl Config {
             if !channels.insert(n.name.as_str()) || n.name.is_empty() {
                 bail!("{what}: channel names must be non-empty and unique");
             }
-            if !["slack", "discord", "webhook", "alertmanager"].contains(&n.kind.as_str()) {
-                bail!("{what}: kind must be slack, discord, webhook or alertmanager, not {:?}", n.kind);
+            if let Err(e) = n.kind.parse::<tracelight_alerts::ChannelKind>() {
+                bail!("{what}: {e}");
             }
             if !(n.url.starts_with("https://") || n.url.starts_with("http://")) {
                 bail!("{what}: url must be an http:// or https:// URL");
@@ -665,13 +665,11 @@ impl Config {
     }
 
     /// `alerts.allow_destinations`, parsed.
-    pub fn allow_destinations(&self) -> anyhow::Result<Vec<tracelight_web::notify::Cidr>> {
+    pub fn allow_destinations(&self) -> anyhow::Result<Vec<tracelight_alerts::Cidr>> {
         self.alerts
             .allow_destinations
             .iter()
-            .map(|c| {
-                tracelight_web::notify::Cidr::parse(c).map_err(|e| anyhow::anyhow!("alerts.allow_destinations: {e}"))
-            })
+            .map(|c| tracelight_alerts::Cidr::parse(c).map_err(|e| anyhow::anyhow!("alerts.allow_destinations: {e}")))
             .collect()
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracelight_alerts::{Channel, Notifier, Route, SloEngine};
 use tracelight_collector::decode::ItemLimits;
 use tracelight_collector::{IngestConfig, Ingestor, Wal, WalOptions};
 use tracelight_engine::{Engine, EngineConfig, SegmentIndexBuilder};
@@ -15,8 +16,6 @@ use tracelight_model::peers::{NoPeers, Peers};
 use tracelight_model::slo::SloStore;
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::{Catalog, Compactor, Flusher, Head, HeadConfig, Leadership, SegmentStore};
-use tracelight_web::notify::{Channel, Notifier};
-use tracelight_web::slo::{ChannelKind, SloEngine};
 use tracelight_web::{AppState, Readiness};
 
 use crate::cluster::Roles;
@@ -180,7 +179,11 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     };
 
     let stopping = Arc::new(AtomicBool::new(false));
-    let channels = config.notify.iter().map(|n| ChannelKind { name: n.name.clone(), kind: n.kind.clone() }).collect();
+    let channels = config
+        .notify
+        .iter()
+        .map(|n| Ok(Route { name: n.name.clone(), kind: n.kind.parse()? }))
+        .collect::<Result<Vec<_>, tracelight_alerts::AlertError>>()?;
     let slos = Arc::new(SloEngine::new(
         config.slo_specs()?,
         Some(Arc::new(catalog.clone()) as Arc<dyn SloStore>),
@@ -291,13 +294,15 @@ pub async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         let channels = config
             .notify
             .iter()
-            .map(|n| Channel {
-                name: n.name.clone(),
-                kind: n.kind.clone(),
-                url: n.url.clone(),
-                secret: n.secret.clone(),
+            .map(|n| {
+                Ok(Channel {
+                    name: n.name.clone(),
+                    kind: n.kind.parse()?,
+                    url: n.url.clone(),
+                    secret: n.secret.clone(),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, tracelight_alerts::AlertError>>()?;
         let notifier = Notifier::new(channels, config.allow_destinations()?, Arc::new(catalog.clone()), &registry)
             // Crash tests aim SIGKILL between a receiver's 2xx and the delivered mark with it.
             .with_pause_after_delivery(fault_pause("TRACELIGHT_FAULT_PAUSE_AFTER_DELIVERY_MS"));

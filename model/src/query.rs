@@ -7,6 +7,18 @@ use crate::correlate::{
     TraceList, TraceQuery,
 };
 
+/// Percent-encodes a URL component (everything but unreserved characters).
+pub fn url_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Quotes a string as a SQL literal (`'` doubled), for values put into generated SQL.
 pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

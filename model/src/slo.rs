@@ -296,8 +296,8 @@ pub struct Notification {
 #[error("{0}")]
 pub struct StoreError(pub String);
 
-/// Where SLO counts, alert states and the outbox live (the catalog); the web crate's evaluator
-/// and notifier use it through this trait.
+/// Where SLO counts, alert states and the outbox live (the catalog); the alerts crate's
+/// evaluator and notifier use it through this trait.
 #[async_trait::async_trait]
 pub trait SloStore: Send + Sync {
     /// The definition the stored counts were built from, and the first minute not yet built.

@@ -4,7 +4,6 @@
 pub mod api;
 pub mod error;
 pub mod internal;
-pub mod notify;
 pub mod search;
 pub mod slo;
 pub mod ui;
@@ -36,7 +35,7 @@ pub struct AppState {
     /// Tokens with their tenants and scopes; none configured means no authentication.
     pub auth: Arc<tracelight_model::auth::Auth>,
     /// The configured SLOs and their latest evaluation.
-    pub slos: Arc<slo::SloEngine>,
+    pub slos: Arc<tracelight_alerts::SloEngine>,
     /// Host names (besides IP literals and `localhost`) this port answers to while no token
     /// is configured: a check against DNS rebinding.
     pub allowed_hosts: Arc<Vec<String>>,

@@ -231,7 +231,7 @@ fn app_with(auth: Auth, slos: Vec<tracelight_model::slo::SloSpec>, ready: bool) 
         registry: Registry::new(),
         readiness: Arc::new(Ready(ready)),
         auth: Arc::new(auth),
-        slos: Arc::new(slo::SloEngine::new(slos, None, fake.clone(), Vec::new(), String::new())),
+        slos: Arc::new(tracelight_alerts::SloEngine::new(slos, None, fake.clone(), Vec::new(), String::new())),
         allowed_hosts: Arc::new(vec!["tracelight.internal".into()]),
         cluster: Arc::new(cluster::TwoNodes),
     };

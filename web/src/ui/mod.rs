@@ -74,16 +74,7 @@ async fn script() -> Response {
 }
 
 /// Percent-encodes a query-string component (everything but unreserved characters).
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use tracelight_model::query::url_component as enc;
 
 /// `path?k=v&…` with every key and value encoded; empty values left out.
 pub fn url(path: &str, pairs: &[(&str, &str)]) -> String {

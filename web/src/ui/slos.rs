@@ -215,7 +215,7 @@ pub async fn detail(
         .ok_or_else(|| AppError::NotFound(format!("no SLO named {name:?}; /slos lists them")))?;
     let status = engine.status(&spec.name);
     let now = status.as_ref().map_or_else(now_ns, |s| s.evaluated_at_ns);
-    let minutes = engine.minutes(spec, now).await.map_err(AppError::Internal)?;
+    let minutes = engine.minutes(spec, now).await.map_err(|e| AppError::Internal(e.to_string()))?;
 
     let (burndown, burn) = charts(spec, &minutes, now);
 
@@ -249,7 +249,7 @@ pub async fn detail(
     let examples = engine
         .failing_examples(spec, now - burning, now + 1)
         .await
-        .map_err(AppError::Internal)?
+        .map_err(|e| AppError::Internal(e.to_string()))?
         .into_iter()
         .map(|(id, t, what)| Example { href: format!("/traces/{id}"), time: Stamp::new(t), what })
         .collect();

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
+use tracelight_alerts::{ChannelKind, Route, SloEngine};
 use tracelight_collector::decode::{DecodeContext, ItemLimits, traces_to_arrow};
 use tracelight_model::slo::{RuleState, Sli, SloSpec, SloStore, default_rules};
 use tracelight_model::telemetry::Registry;
 use tracelight_model::{BatchSink, Tenant};
 use tracelight_storage::Catalog;
-use tracelight_web::slo::{ChannelKind, SloEngine};
 
 use crate::dataset::{self, HOUR, S, T0};
 
@@ -78,7 +78,7 @@ async fn burn_rates_budget_and_alerts_from_backfilled_spans() {
     let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
     catalog.migrate().await.unwrap();
     let store: Arc<dyn SloStore> = Arc::new(catalog.clone());
-    let channels = vec![ChannelKind { name: "oncall".into(), kind: "slack".into() }];
+    let channels = vec![Route { name: "oncall".into(), kind: ChannelKind::Slack }];
     let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
     let slos = SloEngine::new(
         vec![spec("name = 'POST /checkout'")],
@@ -160,7 +160,7 @@ async fn insufficient_data_keeps_the_last_state() {
     let catalog = Catalog::connect(&format!("sqlite://{}/slo.db", dir.path().display())).await.unwrap();
     catalog.migrate().await.unwrap();
     let store: Arc<dyn SloStore> = Arc::new(catalog);
-    let channels = vec![ChannelKind { name: "oncall".into(), kind: "slack".into() }];
+    let channels = vec![Route { name: "oncall".into(), kind: ChannelKind::Slack }];
     let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
     let slos =
         SloEngine::new(vec![spec("name = 'POST /checkout'")], Some(store.clone()), engine, channels, String::new());
@@ -302,7 +302,8 @@ async fn receiver(fail: usize) -> Receiver {
 
 #[tokio::test]
 async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts() {
-    use tracelight_web::notify::{Channel, Cidr, Notifier, sign};
+    use tracelight_alerts::deliver::sign;
+    use tracelight_alerts::{Channel, Cidr, Notifier};
     let fx = crate::Fixture::empty().await;
     let ctx = DecodeContext { tenant: Tenant::default(), now_ns: NOW + 65 * MIN, limits: ItemLimits::default() };
     let mut spans = traffic(-360, 0, -60, 0);
@@ -316,7 +317,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
     let mut s = spec("name = 'POST /checkout'");
     s.notify = vec!["hook".into()];
     let engine: Arc<dyn tracelight_model::QueryService> = Arc::new(fx.engine);
-    let kinds = vec![ChannelKind { name: "hook".into(), kind: "webhook".into() }];
+    let kinds = vec![Route { name: "hook".into(), kind: ChannelKind::Webhook }];
     let slos = SloEngine::new(vec![s], Some(store.clone()), engine, kinds, "http://ui.example".into());
     // Fires (3 rules); an hour later the page has resolved, and so has the 24h/2h ticket
     // (24 h: 120 bad of 4,250 is 2.8× < 3×).
@@ -328,7 +329,7 @@ async fn notifications_arrive_once_in_order_signed_through_retries_and_restarts(
     let rx = receiver(2).await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let channel =
-        Channel { name: "hook".into(), kind: "webhook".into(), url: rx.url.clone(), secret: Some(secret.into()) };
+        Channel { name: "hook".into(), kind: ChannelKind::Webhook, url: rx.url.clone(), secret: Some(secret.into()) };
     // Without an allow-list entry, 127.0.0.1 is refused and nothing is sent.
     let guarded = Notifier::new(vec![channel.clone()], Vec::new(), store.clone(), &Registry::new());
     assert_eq!(guarded.deliver_due(NOW + 65 * MIN).await, 0);

@@ -27,7 +27,7 @@ async fn the_delivery_client_ignores_proxy_settings() {
         // SAFETY: the only test in this binary; nothing else reads the environment meanwhile.
         unsafe { std::env::set_var(v, &url) };
     }
-    let c = tracelight_web::notify::client(Vec::new());
+    let c = tracelight_alerts::deliver::client(Vec::new());
     // Through the proxy this would be a 200. Without it, the guard refuses the loopback name.
     let err = c.post("http://localhost:9/hook").body("{}").send().await.unwrap_err();
     assert!(format!("{err:?}").contains("refused:"), "{err:?}");

@@ -20,11 +20,13 @@ use sha2::Sha256;
 use tracelight_model::slo::{Notification, SloStore};
 use tracelight_model::telemetry::{Counter, Gauge, Registry};
 
+use crate::kinds::ChannelKind;
+
 /// A channel with its destination; Debug never shows the URL or the secret.
 #[derive(Clone)]
 pub struct Channel {
     pub name: String,
-    pub kind: String,
+    pub kind: ChannelKind,
     pub url: String,
     pub secret: Option<String>,
 }
@@ -293,12 +295,12 @@ impl Notifier {
 
     async fn send(&self, ch: &Channel, n: &Notification, now_ns: i64) -> Result<(), String> {
         let mut url = check_url(&ch.url, &self.allow)?;
-        if ch.kind == "alertmanager" {
+        if ch.kind == ChannelKind::Alertmanager {
             let base = url.path().trim_end_matches('/').to_string();
             url.set_path(&format!("{base}/api/v2/alerts"));
         }
         let mut req = self.client.post(url).header("content-type", "application/json");
-        if ch.kind == "webhook" {
+        if ch.kind == ChannelKind::Webhook {
             let ts = now_ns / 1_000_000_000;
             let secret = ch.secret.as_deref().unwrap_or_default();
             req = req
@@ -448,8 +450,12 @@ mod tests {
 
     #[test]
     fn channels_do_not_print_their_url() {
-        let c =
-            Channel { name: "oncall".into(), kind: "slack".into(), url: "https://x/T0/secret".into(), secret: None };
+        let c = Channel {
+            name: "oncall".into(),
+            kind: ChannelKind::Slack,
+            url: "https://x/T0/secret".into(),
+            secret: None,
+        };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }
