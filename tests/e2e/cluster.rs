@@ -42,6 +42,9 @@ pub(crate) fn shared(
         ("TRACELIGHT_STORAGE_ACCESS_KEY_ID", "test".to_string()),
         ("TRACELIGHT_STORAGE_SECRET_ACCESS_KEY", "test".to_string()),
         ("TRACELIGHT_STORAGE_ALLOW_HTTP", "true".to_string()),
+        // moto answers slowly when the suite runs many servers at once; a request it dropped is
+        // retried after 5 s rather than 30 s.
+        ("TRACELIGHT_STORAGE_REQUEST_TIMEOUT", "5s".to_string()),
         ("TRACELIGHT_HEAD_FLUSH_INTERVAL", "100ms".to_string()),
     ]
 }

@@ -159,6 +159,7 @@ impl Engine {
         tenant: &Tenant,
         range: timerange::TimeRange,
         stats: &Arc<Mutex<ScanStats>>,
+        heads_only: bool,
     ) -> Result<SessionContext, QueryError> {
         let mut config = SessionConfig::new()
             .with_target_partitions(self.config.threads.max(1))
@@ -171,7 +172,8 @@ impl Engine {
         let mut ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         bounded::install(&mut ctx).map_err(|e| QueryError::Internal(e.to_string()))?;
         for signal in Signal::ALL {
-            let table = table::SignalTable::new(signal, tenant.clone(), range, self.sources.clone(), stats.clone());
+            let table = table::SignalTable::new(signal, tenant.clone(), range, self.sources.clone(), stats.clone())
+                .heads_only(heads_only);
             ctx.register_table(signal.table(), Arc::new(table)).map_err(|e| QueryError::Internal(e.to_string()))?;
         }
         Ok(ctx)
@@ -198,9 +200,44 @@ impl Engine {
             return Err(QueryError::Invalid(format!("empty time range: end ({e}) is not after start ({s})")));
         }
         let stats = Arc::new(Mutex::new(ScanStats::default()));
-        let ctx = self.context(&tenant, range, &stats)?;
+        let (schema, rows, truncated) =
+            match self.execute(&tenant, range, &stats, &req.sql, max, max_bytes, false).await? {
+                // The bucket cannot be read: answer from the heads, and say so.
+                Err(e) if self.sources.store.object_store().is_some() && storage_failure(&e).is_some() => {
+                    let why = storage_failure(&e).unwrap_or_default();
+                    tracing::warn!(error = %why, "object storage unreachable; answering from the heads only");
+                    *stats.lock() = ScanStats::default();
+                    let answer = self.execute(&tenant, range, &stats, &req.sql, max, max_bytes, true).await?;
+                    stats.lock().warn(&format!(
+                    "object storage could not be read ({why}): this answer holds only the rows not yet flushed to it"
+                ));
+                    answer.map_err(map_error)?
+                }
+                other => other.map_err(map_error)?,
+            };
+        let columns = json::columns(&schema);
+        let mut stats = stats.lock().clone();
+        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.query_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(QueryResult { columns, rows, truncated, stats })
+    }
+
+    /// Plans and runs `sql` on the query pool (see [`Engine::run_bounded`]); `heads_only`
+    /// leaves the catalog's segments out.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        tenant: &Tenant,
+        range: timerange::TimeRange,
+        stats: &Arc<Mutex<ScanStats>>,
+        sql: &str,
+        max: usize,
+        max_bytes: usize,
+        heads_only: bool,
+    ) -> Result<Result<Answer, DataFusionError>, QueryError> {
+        let ctx = self.context(tenant, range, stats, heads_only)?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let sql = req.sql.clone();
+        let sql = sql.to_string();
         let work = async move {
             let df = ctx.sql_with_options(&sql, options).await?;
             refuse_unbounded_windows(df.logical_plan())?;
@@ -233,12 +270,7 @@ impl Engine {
             }
             Ok::<_, DataFusionError>((schema, rows, truncated))
         };
-        let (schema, rows, truncated) = self.on_pool(work).await?.map_err(map_error)?;
-        let columns = json::columns(&schema);
-        let mut stats = stats.lock().clone();
-        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.query_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(QueryResult { columns, rows, truncated, stats })
+        self.on_pool(work).await
     }
 }
 
@@ -430,6 +462,27 @@ fn refuse_unbounded_windows(plan: &datafusion::logical_expr::LogicalPlan) -> Res
 }
 
 /// Sorts DataFusion's errors into the caller's mistakes and ours.
+/// A result's schema, its rows as JSON values, and whether rows were left out.
+type Answer = (datafusion::arrow::datatypes::Schema, Vec<Vec<serde_json::Value>>, bool);
+
+/// Why a query failed if it was reading the segment store (not a missing file: one retired and
+/// deleted under a long query is a different story), for answering from the heads instead.
+fn storage_failure(e: &DataFusionError) -> Option<String> {
+    use datafusion::object_store::Error as StoreError;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let store = match err.downcast_ref::<DataFusionError>() {
+            Some(DataFusionError::ObjectStore(s)) => Some(s.as_ref()),
+            _ => err.downcast_ref::<StoreError>(),
+        };
+        if let Some(s) = store {
+            return (!matches!(s, StoreError::NotFound { .. })).then(|| s.to_string().chars().take(200).collect());
+        }
+        cur = err.source();
+    }
+    None
+}
+
 fn map_error(e: DataFusionError) -> QueryError {
     match e.find_root() {
         DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),

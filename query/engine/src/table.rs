@@ -28,6 +28,8 @@ pub struct SignalTable {
     range: TimeRange,
     sources: Arc<Sources>,
     stats: Arc<Mutex<ScanStats>>,
+    /// Reads the heads only, not the catalog's segments (the bucket is unreachable).
+    heads_only: bool,
 }
 
 impl fmt::Debug for SignalTable {
@@ -44,7 +46,12 @@ impl SignalTable {
         sources: Arc<Sources>,
         stats: Arc<Mutex<ScanStats>>,
     ) -> Self {
-        SignalTable { signal, tenant, range, sources, stats }
+        SignalTable { signal, tenant, range, sources, stats, heads_only: false }
+    }
+
+    pub(crate) fn heads_only(mut self, on: bool) -> Self {
+        self.heads_only = on;
+        self
     }
 }
 
@@ -94,7 +101,7 @@ impl TableProvider for SignalTable {
         if let Some(pause) = self.sources.pause_after_heads {
             tokio::time::sleep(pause).await;
         }
-        let mut segments = if end <= start {
+        let mut segments = if end <= start || self.heads_only {
             Vec::new()
         } else {
             self.sources
