@@ -256,6 +256,15 @@ pub fn encode(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, St
 /// must have `schema` exactly, and compressed messages are refused before arrow sees them (a
 /// compressed buffer declares its own decompressed length, and arrow allocates it).
 pub fn decode(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    // Arrow panics on many malformed schema messages (unknown types, lists without a child,
+    // …): the answer must open with exactly the schema message this node writes for the
+    // schema asked for, so arrow only ever parses a schema of ours. Nodes of one version
+    // write the same bytes; another version may not, and is then a node that did not answer.
+    let ours = encode(schema, &[])?;
+    let opening = &ours[..ours.len().saturating_sub(END_OF_STREAM)];
+    if !bytes.starts_with(opening) {
+        return Err("an Arrow IPC stream that does not open with the schema asked for".into());
+    }
     check_messages(bytes)?;
     // The walk above keeps every buffer inside its body; should arrow still assert on
     // something, the answer is refused, not the query (or the compactor) brought down.
@@ -304,6 +313,9 @@ fn check_messages(bytes: &[u8]) -> Result<(), String> {
         let message =
             arrow::ipc::root_as_message(&bytes[pos..end]).map_err(|e| format!("a damaged Arrow IPC message: {e}"))?;
         let body = usize::try_from(message.bodyLength()).map_err(|_| "a negative Arrow IPC body length")?;
+        if let Some(schema) = message.header_as_schema() {
+            check_fields(schema.fields().into_iter().flatten(), 0)?;
+        }
         let batch =
             message.header_as_record_batch().or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
         if let Some(b) = batch {
@@ -322,6 +334,23 @@ fn check_messages(bytes: &[u8]) -> Result<(), String> {
         }
         pos = end.checked_add(body).filter(|e| *e <= bytes.len()).ok_or("an Arrow IPC body cut short")?;
     }
+}
+
+/// The end-of-stream marker `encode` writes: a continuation word and a zero length.
+const END_OF_STREAM: usize = 8;
+
+/// Arrow asserts on a field of a type it does not know and on a malformed union, and a
+/// dictionary or a deep nesting is nothing an answer has: refused before arrow reads them.
+fn check_fields<'a>(fields: impl IntoIterator<Item = arrow::ipc::Field<'a>>, depth: usize) -> Result<(), String> {
+    use arrow::ipc::Type;
+    for f in fields {
+        let t = f.type_type();
+        if depth > 8 || t.variant_name().is_none() || t == Type::NONE || t == Type::Union || f.dictionary().is_some() {
+            return Err("an Arrow IPC schema of a kind no answer has".into());
+        }
+        check_fields(f.children().into_iter().flatten(), depth + 1)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
