@@ -58,6 +58,9 @@ impl Registered {
 struct Peer {
     node: String,
     advertise: String,
+    /// `advertise` resolved when the registry was read (reused with the list, not resolved
+    /// per query); why not, when it could not be.
+    addr: Result<SocketAddr, String>,
 }
 
 impl HttpPeers {
@@ -106,11 +109,12 @@ impl HttpPeers {
             if !n.roles.split(',').any(|r| r == "ingest" || r == "all") {
                 continue;
             }
-            let peer = Peer { node: n.node, advertise: n.advertise };
             if !is_up(now, n.heartbeat_ns) {
+                let peer = Peer { node: n.node, advertise: n.advertise, addr: Err("silent".into()) };
                 list.silent.push((peer, now.saturating_sub(n.heartbeat_ns)));
             } else if list.live.len() < MAX_PEERS {
-                list.live.push(peer);
+                let addr = resolve(&n.advertise).await;
+                list.live.push(Peer { node: n.node, advertise: n.advertise, addr });
             }
         }
         let list = Arc::new(list);
@@ -125,13 +129,9 @@ impl HttpPeers {
         request: &HeadRequest,
         budget: &AtomicUsize,
     ) -> Result<HeadAnswer, String> {
-        // By address: a name is resolved here, and the request names the address it reached,
-        // as the other node's host check expects of a caller without a browser.
-        let addr: SocketAddr = tokio::net::lookup_host(peer.advertise.as_str())
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", peer.advertise))?
-            .next()
-            .ok_or_else(|| format!("{} resolves to no address", peer.advertise))?;
+        // By address, so the request names the address it reached, as the other node's host
+        // check expects of a caller without a browser.
+        let addr = peer.addr.clone()?;
         let mut req = self
             .client
             .post(format!("http://{addr}{}", peers::HEAD_PATH))
@@ -175,6 +175,15 @@ impl HttpPeers {
         request.check_answer(&batches)?;
         Ok(HeadAnswer { node: peer.node.clone(), overlap_from_lsn, batches })
     }
+}
+
+/// The first address `advertise` (`host:port`) resolves to.
+async fn resolve(advertise: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(advertise)
+        .await
+        .map_err(|e| format!("cannot resolve {advertise}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{advertise} resolves to no address"))
 }
 
 /// An error with its causes (reqwest's own message leaves out why a connection failed).

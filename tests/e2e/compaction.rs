@@ -65,7 +65,7 @@ pub(crate) struct Answers {
     traces: Vec<Vec<String>>,
 }
 
-async fn get(server: &Server, path: &str) -> Value {
+pub(crate) async fn get(server: &Server, path: &str) -> Value {
     let res = server.http_client().get(server.api(path)).send().await.unwrap();
     let status = res.status();
     let body: Value = res.json().await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster::{catalog_and_bucket, set, shared, start};
 use crate::compaction::{PER_REQUEST, ROUNDS, answers, send};
@@ -70,19 +70,8 @@ async fn a_querier_answers_the_unflushed_rows_of_every_ingester_once() {
     let (n, warnings, _) = spans(&q).await;
     assert_eq!(n, all / 2);
     assert!(warnings.iter().any(|w| w.contains("ingester i2") && w.contains("not in this answer")), "{warnings:?}");
-    let v: Value = q
-        .http_client()
-        .get(q.api(&format!(
-            "/api/v1/logs?q=payment&start={}&end={}&limit=10",
-            crate::otlp::T0,
-            crate::otlp::T0 + 3_600_000_000_000
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (start, end) = (crate::otlp::T0, crate::otlp::T0 + 3_600_000_000_000);
+    let v = crate::compaction::get(&q, &format!("/api/v1/logs?q=payment&start={start}&end={end}&limit=10")).await;
     assert!(v["stats"]["warnings"].to_string().contains("ingester i2"), "log search says what is missing: {v}");
 
     // i2 comes back: the WAL is replayed into its head, and the querier is whole again (once

@@ -124,9 +124,7 @@ impl TableProvider for SignalTable {
             st.rows_read += segments.iter().map(|s| s.rows).sum::<u64>();
             st.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             st.head_rows += remote.rows();
-            for w in &remote.missing {
-                st.warn(w);
-            }
+            remote.warn_into(&mut st);
         }
 
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();

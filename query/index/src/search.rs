@@ -331,9 +331,7 @@ impl IndexSearch {
         let mut hours: HashSet<i64> = parts.parts.iter().map(|p| p.hour).collect();
         stats.head_rows = parts.parts.iter().flat_map(|p| &p.batches).map(|b| b.num_rows() as u64).sum();
         let mut counts = self.head_index.histogram(tenant, &parts, &query, buckets)?;
-        for w in &remote.missing {
-            stats.warn(w);
-        }
+        remote.warn_into(&mut stats);
         for b in remote.answers.iter().flat_map(|a| &a.batches) {
             // Of `counts_schema` (the reader checked): one count per bucket, in order.
             let peer = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
@@ -498,9 +496,7 @@ impl IndexSearch {
             }
             out.push(kept);
         }
-        for w in &remote.missing {
-            stats.warn(w);
-        }
+        remote.warn_into(&mut stats);
         for b in remote.answers.iter().flat_map(|a| &a.batches) {
             stats.head_rows += b.num_rows() as u64;
             stats.rows_read += b.num_rows() as u64;
@@ -701,9 +697,7 @@ fn peer_hits(
     hours: &mut HashSet<i64>,
     stats: &mut ScanStats,
 ) {
-    for w in &remote.missing {
-        stats.warn(w);
-    }
+    remote.warn_into(stats);
     for (answer, a) in remote.answers.iter().enumerate() {
         for (batch, b) in a.batches.iter().enumerate() {
             stats.head_rows += b.num_rows() as u64;
