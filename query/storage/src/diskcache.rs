@@ -1,6 +1,7 @@
 //! A bounded local disk cache of immutable objects read from object storage: segments'
-//! trace-ID indexes and full-text index bundles. Shared by every reader of a node (trace
-//! lookup and log search alike), bounded by `cache.max_bytes`, least recently used first out.
+//! trace-ID indexes and full-text index bundles whole, and the Parquet data that point reads
+//! touch in aligned chunks. Shared by every reader of a node (trace lookup and log search
+//! alike), bounded by `cache.max_bytes`, least recently used first out.
 //!
 //! Objects never change once written (segments are immutable, names are never reused), so an
 //! entry is never stale. An entry is written to a temporary name and renamed, so a crash
@@ -35,6 +36,10 @@ pub struct DiskCache {
     dir: PathBuf,
     max_bytes: u64,
     state: Mutex<State>,
+    /// One gate per object being fetched: readers that miss the same object at once wait for
+    /// the first one's download instead of each downloading it (a cold querier's first
+    /// queries all want the same indexes).
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: Arc<Counter>,
     misses: Arc<Counter>,
     evictions: Arc<Counter>,
@@ -70,10 +75,14 @@ impl DiskCache {
             dir: dir.to_path_buf(),
             max_bytes,
             state: Mutex::default(),
-            hits: registry.counter("tracelight_disk_cache_hits_total", "Index files read from the local disk cache."),
+            fetching: Mutex::default(),
+            hits: registry.counter(
+                "tracelight_disk_cache_hits_total",
+                "Index files and Parquet chunks read from the local disk cache.",
+            ),
             misses: registry.counter(
                 "tracelight_disk_cache_misses_total",
-                "Index files fetched from object storage into the cache.",
+                "Index files and Parquet chunks fetched from object storage into the cache.",
             ),
             evictions: registry.counter(
                 "tracelight_disk_cache_evictions_total",
@@ -105,27 +114,48 @@ impl DiskCache {
     {
         let name = file_name(key);
         let path = self.dir.join(&name);
-        let fail = |e: std::io::Error| StorageError::SegmentRead(format!("cache {key} in {}: {e}", self.dir.display()));
-        {
-            let mut s = self.state.lock();
-            s.tick += 1;
-            let tick = s.tick;
-            if let Some(e) = s.entries.get_mut(&name) {
-                match File::open(&path) {
-                    Ok(f) => {
-                        e.used = tick;
-                        self.hits.inc();
-                        return Ok(f);
-                    }
-                    // Removed by other hands: forget it and fetch again.
-                    Err(_) => {
-                        let bytes = e.bytes;
-                        s.entries.remove(&name);
-                        s.total -= bytes;
-                    }
-                }
+        if let Some(f) = self.lookup(&name, &path) {
+            return Ok(f);
+        }
+        let gate =
+            Gate { cache: self, name: &name, gate: self.fetching.lock().entry(name.clone()).or_default().clone() };
+        let _fetching = gate.gate.lock().await;
+        // Another reader may have fetched it while this one waited.
+        match self.lookup(&name, &path) {
+            Some(f) => Ok(f),
+            None => self.fetch_into(key, &name, &path, fetch).await,
+        }
+    }
+
+    /// The cached copy of `name`, opened, as a hit; `None` when it is not (or no longer) there.
+    fn lookup(&self, name: &str, path: &Path) -> Option<File> {
+        let mut s = self.state.lock();
+        s.tick += 1;
+        let tick = s.tick;
+        let e = s.entries.get_mut(name)?;
+        match File::open(path) {
+            Ok(f) => {
+                e.used = tick;
+                self.hits.inc();
+                Some(f)
+            }
+            // Removed by other hands: forget it and fetch again.
+            Err(_) => {
+                let bytes = e.bytes;
+                s.entries.remove(name);
+                s.total -= bytes;
+                None
             }
         }
+    }
+
+    /// Fetches `key` into the cache as `name` (at `path`) and opens it.
+    async fn fetch_into<F, Fut>(&self, key: &str, name: &str, path: &Path, fetch: F) -> Result<File, StorageError>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StorageError>>,
+    {
+        let fail = |e: std::io::Error| StorageError::SegmentRead(format!("cache {key} in {}: {e}", self.dir.display()));
         self.misses.inc();
         let tmp = self.dir.join(format!("{name}.{:08x}.tmp", rand::random::<u32>()));
         if let Err(e) = fetch(tmp.clone()).await {
@@ -135,8 +165,8 @@ impl DiskCache {
         let file = {
             let mut s = self.state.lock();
             let installed = std::fs::metadata(&tmp)
-                .and_then(|m| std::fs::rename(&tmp, &path).map(|()| m.len()))
-                .and_then(|bytes| File::open(&path).map(|f| (f, bytes)));
+                .and_then(|m| std::fs::rename(&tmp, path).map(|()| m.len()))
+                .and_then(|bytes| File::open(path).map(|f| (f, bytes)));
             let (f, bytes) = match installed {
                 Ok(v) => v,
                 Err(e) => {
@@ -147,13 +177,13 @@ impl DiskCache {
             s.tick += 1;
             let used = s.tick;
             // Two readers may have fetched the same object at once: the last copy counts.
-            if let Some(old) = s.entries.insert(name.clone(), Entry { bytes, used }) {
+            if let Some(old) = s.entries.insert(name.to_string(), Entry { bytes, used }) {
                 s.total -= old.bytes;
             }
             s.total += bytes;
             f
         };
-        self.evict(Some(&name));
+        self.evict(Some(name));
         Ok(file)
     }
 
@@ -194,6 +224,24 @@ impl DiskCache {
     }
 }
 
+/// A reader's hold on the fetch gate of one object; the last one out removes the gate, also
+/// when its query is cancelled mid-fetch.
+struct Gate<'a> {
+    cache: &'a DiskCache,
+    name: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut fetching = self.cache.fetching.lock();
+        // Only the map and this hold it: nobody else fetches or waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            fetching.remove(self.name);
+        }
+    }
+}
+
 /// A flat file name for an object key: a hash of the whole key (keys differ in their
 /// directories) and its last component, readable in a listing.
 fn file_name(key: &str) -> String {
@@ -219,6 +267,45 @@ mod tests {
 
     fn series(r: &Registry, name: &str) -> u64 {
         r.render().lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn readers_missing_one_object_at_once_fetch_it_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::default();
+        let cache = Arc::new(DiskCache::open(dir.path(), 1 << 20, &r).unwrap());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, fetches) = (cache.clone(), fetches.clone());
+                tokio::spawn(async move {
+                    let fetch = |p: PathBuf| async move {
+                        fetches.fetch_add(1, SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        std::fs::write(p, b"abc").unwrap();
+                        Ok(())
+                    };
+                    cache.get_or_fetch("t/a/1.idx", fetch).await.unwrap().metadata().unwrap().len()
+                })
+            })
+            .collect();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), 3);
+        }
+        assert_eq!(fetches.load(SeqCst), 1, "one download for eight readers");
+        assert_eq!(series(&r, "tracelight_disk_cache_misses_total"), 1);
+        assert_eq!(series(&r, "tracelight_disk_cache_hits_total"), 7);
+        assert!(cache.fetching.lock().is_empty(), "the gate is gone once everyone is served");
+        // A failed fetch lets the next reader try again.
+        let failed = cache.get_or_fetch("t/b/1.idx", |_| async { Err(StorageError::Unreachable("down".into())) }).await;
+        assert!(matches!(failed, Err(StorageError::Unreachable(_))));
+        let again = cache.get_or_fetch("t/b/1.idx", |p: PathBuf| async move {
+            std::fs::write(p, b"x").unwrap();
+            Ok(())
+        });
+        assert_eq!(again.await.unwrap().metadata().unwrap().len(), 1);
+        assert!(cache.fetching.lock().is_empty());
     }
 
     #[tokio::test]

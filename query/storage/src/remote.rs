@@ -10,6 +10,7 @@
 //! - The store's callers are synchronous (Parquet encoding, tantivy), so requests run on a
 //!   small runtime of this store's own and the caller's thread waits for them ([`Remote::block`]).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 
 use crate::diskcache::DiskCache;
 use crate::error::StorageError;
@@ -57,6 +60,14 @@ fn fail(what: &str, key: &str, e: impl std::fmt::Display) -> StorageError {
 
 fn read_fail(key: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::SegmentRead(format!("object storage: read {key}: {e}"))
+}
+
+/// A failed request to read `key`: the object is missing, or the store did not answer.
+fn get_fail(key: &str, e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::NotFound { .. } => StorageError::NotFound(key.to_string()),
+        e => StorageError::Unreachable(format!("read {key}: {e}")),
+    }
 }
 
 impl Remote {
@@ -176,9 +187,9 @@ impl Remote {
         let path = self.path(rel);
         let result = self.block(async {
             let mut out = std::fs::File::create(&dest).map_err(|e| read_fail(rel, e))?;
-            let mut stream = self.objects.get(&path).await.map_err(|e| read_fail(rel, e))?.into_stream();
+            let mut stream = self.objects.get(&path).await.map_err(|e| get_fail(rel, e))?.into_stream();
             while let Some(chunk) = stream.next().await {
-                out.write_all(&chunk.map_err(|e| read_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
+                out.write_all(&chunk.map_err(|e| get_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
             }
             Ok(())
         });
@@ -196,15 +207,11 @@ impl Remote {
     pub(crate) fn cached(&self, rel: &str) -> Result<Option<std::fs::File>, StorageError> {
         let path = self.path(rel);
         let got = self.block(self.disk.get_or_fetch(rel, |dest| async move {
-            let got = match self.objects.get(&path).await {
-                Ok(r) => r,
-                Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound(rel.to_string())),
-                Err(e) => return Err(read_fail(rel, e)),
-            };
+            let got = self.objects.get(&path).await.map_err(|e| get_fail(rel, e))?;
             let mut out = std::fs::File::create(&dest).map_err(|e| read_fail(rel, e))?;
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.next().await {
-                out.write_all(&chunk.map_err(|e| read_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
+                out.write_all(&chunk.map_err(|e| get_fail(rel, e))?).map_err(|e| read_fail(rel, e))?;
             }
             Ok(())
         }));
@@ -213,12 +220,6 @@ impl Remote {
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Size of object `rel`.
-    pub(crate) fn size(&self, rel: &str) -> Result<u64, StorageError> {
-        let path = self.path(rel);
-        self.block(self.objects.head(&path)).map(|m| m.size).map_err(|e| read_fail(rel, e))
     }
 
     /// Deletes `rel`; a missing object is not an error. Its cached copy goes too.
@@ -232,28 +233,137 @@ impl Remote {
 }
 
 /// Parquet's view of one segment object: range requests (several coalesced and in parallel),
-/// and the footer read knowing the object's size.
+/// and the footer read from the object's end without knowing its size (no HEAD request).
 pub(crate) struct ObjectReader {
     pub(crate) objects: Arc<dyn ObjectStore>,
     pub(crate) path: ObjectPath,
-    /// The object's size (needed for the footer only).
+    /// The object's size: known once its footer was read (the footer read sets it).
+    pub(crate) size: Option<u64>,
+    /// Where data reads are cached; `None` reads straight from the store.
+    pub(crate) chunks: Option<Chunks>,
+}
+
+/// Data of one object cached on local disk in aligned chunks of [`CHUNK`] bytes: a repeated
+/// point read (the same trace, the next page of a search) is served from the disk cache, as
+/// its index files are.
+pub(crate) struct Chunks {
+    pub(crate) disk: Arc<DiskCache>,
+    /// The object's key (under the store's root): the cache key of its chunks is `key#n`.
+    pub(crate) key: String,
     pub(crate) size: u64,
 }
+
+/// Size of a cached chunk of Parquet data. Pages are tens of KiB: a chunk holds a few, and a
+/// miss costs one request like an uncached read would.
+const CHUNK: u64 = 128 << 10;
+
+/// Chunks fetched at once by one read.
+const CHUNK_FETCHES: usize = 8;
+
+/// Bytes asked for from an object's end to read its footer: most segments' metadata and page
+/// indexes fit, so a cold footer costs one request (a larger one costs one more).
+const FOOTER_PREFETCH: usize = 256 << 10;
 
 fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
     parquet::errors::ParquetError::External(Box::new(e))
 }
 
+impl ObjectReader {
+    /// `ranges` of the object, each chunk they touch read from the disk cache (fetched on a
+    /// miss, a few at once).
+    async fn cached_ranges(&self, c: &Chunks, ranges: &[std::ops::Range<u64>]) -> parquet::errors::Result<Vec<Bytes>> {
+        use futures::{StreamExt, TryStreamExt};
+        let bad = |r: &std::ops::Range<u64>| {
+            parquet::errors::ParquetError::General(format!("range {r:?} outside the object's {} bytes", c.size))
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for r in ranges {
+            if r.start > r.end || r.end > c.size {
+                return Err(bad(r));
+            }
+            if r.start < r.end {
+                ids.extend(r.start / CHUNK..=(r.end - 1) / CHUNK);
+            }
+        }
+        let files: HashMap<u64, std::fs::File> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let (start, end) = (id * CHUNK, ((id + 1) * CHUNK).min(c.size));
+                let key = format!("{}#{id}", c.key);
+                let k = key.as_str();
+                let file = c
+                    .disk
+                    .get_or_fetch(k, |dest| async move {
+                        let bytes = self.objects.get_range(&self.path, start..end).await.map_err(|e| get_fail(k, e))?;
+                        std::fs::write(&dest, &bytes).map_err(|e| read_fail(k, e))
+                    })
+                    .await
+                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                Ok::<_, parquet::errors::ParquetError>((id, file))
+            })
+            .buffer_unordered(CHUNK_FETCHES)
+            .try_collect()
+            .await?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let mut buf = vec![0u8; (r.end - r.start) as usize];
+            let mut at = r.start;
+            while at < r.end {
+                let id = at / CHUNK;
+                let upto = ((id + 1) * CHUNK).min(r.end);
+                let file = files.get(&id).ok_or_else(|| bad(r))?;
+                let into = &mut buf[(at - r.start) as usize..(upto - r.start) as usize];
+                std::os::unix::fs::FileExt::read_exact_at(file, into, at - id * CHUNK)
+                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                at = upto;
+            }
+            out.push(Bytes::from(buf));
+        }
+        Ok(out)
+    }
+}
+
+/// An object's tail, read once: parquet's footer and page-index reads that fall inside it are
+/// answered from it, any other from the object.
+struct Tail<'a> {
+    reader: &'a mut ObjectReader,
+    start: u64,
+    bytes: Bytes,
+}
+
+impl parquet::arrow::async_reader::MetadataFetch for Tail<'_> {
+    fn fetch(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        use parquet::arrow::async_reader::AsyncFileReader;
+        let end = self.start + self.bytes.len() as u64;
+        if range.start >= self.start && range.end <= end {
+            let held = self.bytes.slice((range.start - self.start) as usize..(range.end - self.start) as usize);
+            return futures::future::ready(Ok(held)).boxed();
+        }
+        self.reader.get_bytes(range)
+    }
+}
+
 impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move { self.objects.get_range(&self.path, range).await.map_err(parquet_err) }.boxed()
+        async move {
+            match &self.chunks {
+                Some(c) => Ok(self.cached_ranges(c, std::slice::from_ref(&range)).await?.remove(0)),
+                None => self.objects.get_range(&self.path, range).await.map_err(parquet_err),
+            }
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        async move { self.objects.get_ranges(&self.path, &ranges).await.map_err(parquet_err) }.boxed()
+        async move {
+            match &self.chunks {
+                Some(c) => self.cached_ranges(c, &ranges).await,
+                None => self.objects.get_ranges(&self.path, &ranges).await.map_err(parquet_err),
+            }
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -261,10 +371,19 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>> {
         async move {
-            let size = self.size;
+            // One request for the tail also tells the object's size.
+            let options_get =
+                GetOptions { range: Some(GetRange::Suffix(FOOTER_PREFETCH as u64)), ..Default::default() };
+            let got = self.objects.get_opts(&self.path, options_get).await.map_err(parquet_err)?;
+            let (size, start) = (got.meta.size, got.range.start);
+            self.size = Some(size);
+            let bytes = got.bytes().await.map_err(parquet_err)?;
+            let hint = bytes.len();
+            let tail = Tail { reader: self, start, bytes };
             let meta = parquet::file::metadata::ParquetMetaDataReader::new()
                 .with_arrow_reader_options(options)
-                .load_and_finish(self, size)
+                .with_prefetch_hint(Some(hint))
+                .load_and_finish(tail, size)
                 .await?;
             Ok(Arc::new(meta))
         }

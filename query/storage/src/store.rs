@@ -26,7 +26,7 @@ use crate::cache::RowCache;
 use crate::diskcache::DiskCache;
 use crate::error::StorageError;
 use crate::objstore::{self, Location, S3Options};
-use crate::remote::{ObjectReader, Remote};
+use crate::remote::{Chunks, ObjectReader, Remote};
 use crate::traceidx::PAGE_ROWS;
 
 /// The rows of each of `blocks` (of [`PAGE_ROWS`] rows each) in a file of `total` rows.
@@ -83,7 +83,7 @@ pub struct SegmentStore {
     backend: Backend,
     /// Parsed footers (with page indexes) of recently read segments: segments never change,
     /// and a point read should not parse the footer again.
-    footers: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
+    footers: Arc<Mutex<HashMap<String, (ArrowReaderMetadata, u64)>>>,
     /// Decoded rows that reads come back to.
     cache: Arc<RowCache>,
 }
@@ -551,12 +551,15 @@ impl SegmentStore {
                 Ok((schema, reader.collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?))
             }
             Backend::Remote(r) => {
-                let input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size: 0 };
+                // Data pages come through the disk cache once the object's size is known.
+                let size = self.footers.lock().get(rel).map(|(_, size)| *size).filter(|s| *s > 0);
+                let chunks = size.map(|size| Chunks { disk: r.disk.clone(), key: rel.to_string(), size });
+                let input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size, chunks };
                 let stream = configure(ParquetRecordBatchStreamBuilder::new_with_metadata(input, meta), plan)
                     .build()
-                    .map_err(|e| err(&e))?;
+                    .map_err(|e| StorageError::read(rel, &e))?;
                 let schema = stream.schema().clone();
-                let batches = r.block(stream.try_collect::<Vec<_>>()).map_err(|e| err(&e))?;
+                let batches = r.block(stream.try_collect::<Vec<_>>()).map_err(|e| StorageError::read(rel, &e))?;
                 Ok((schema, batches))
             }
         }
@@ -565,28 +568,31 @@ impl SegmentStore {
     /// A segment's parsed footer (with page indexes), cached across calls.
     fn footer(&self, rel: &str) -> Result<ArrowReaderMetadata, StorageError> {
         let err = |e: &dyn std::fmt::Display| StorageError::SegmentRead(format!("{rel}: {e}"));
-        if let Some(m) = self.footers.lock().get(rel).cloned() {
+        if let Some((m, _)) = self.footers.lock().get(rel).cloned() {
             self.cache.footer_hits.inc();
             return Ok(m);
         }
         self.cache.footer_misses.inc();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let m = match &self.backend {
+        let (m, size) = match &self.backend {
             Backend::Local(root) => {
                 let file = File::open(root.join(rel)).map_err(|e| err(&e))?;
-                ArrowReaderMetadata::load(&file, options).map_err(|e| err(&e))?
+                (ArrowReaderMetadata::load(&file, options).map_err(|e| err(&e))?, 0)
             }
             Backend::Remote(r) => {
-                let size = r.size(rel)?;
-                let mut input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size };
-                r.block(ArrowReaderMetadata::load_async(&mut input, options)).map_err(|e| err(&e))?
+                let mut input =
+                    ObjectReader { objects: r.objects.clone(), path: r.path(rel), size: None, chunks: None };
+                let m = r
+                    .block(ArrowReaderMetadata::load_async(&mut input, options))
+                    .map_err(|e| StorageError::read(rel, &e))?;
+                (m, input.size.unwrap_or(0))
             }
         };
         let mut cache = self.footers.lock();
         if cache.len() >= FOOTER_CACHE {
             cache.clear();
         }
-        cache.insert(rel.to_string(), m.clone());
+        cache.insert(rel.to_string(), (m.clone(), size));
         Ok(m)
     }
 

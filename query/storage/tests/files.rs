@@ -2,12 +2,12 @@
 //! deletes what retention, merges and crashes left once its grace period is over, and point
 //! reads by row number return exactly the rows asked for.
 
+mod fixture;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
+use arrow::array::{Array, Int64Array, StringArray};
 use tracelight_model::telemetry::Registry;
 use tracelight_model::time::{hour_of, now_ns, partition_dirs};
 use tracelight_model::{Signal, Tenant};
@@ -122,32 +122,11 @@ fn point_reads_return_exactly_the_rows_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let registry = tracelight_model::telemetry::Registry::default();
     let store = SegmentStore::open(&dir.path().to_string_lossy()).unwrap().with_cache(8 << 20, &registry);
-    let schema =
-        Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, false)]));
-    let n = 50_000i64;
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("row {i}")))),
-        ],
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(8192))
-        .set_data_page_row_count_limit(1000)
-        .build();
-    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    let bytes = fixture::parquet(50_000, 1000);
     store.put("t/x.parquet", &bytes).unwrap();
 
     let rows = [0u64, 1, 2, 999, 1000, 8191, 8192, 30_000, 49_999];
-    let series = |name: &str| -> u64 {
-        let text = registry.render();
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
-    };
+    let series = |name: &str| fixture::series(&registry, name);
     // The first read decodes the rows; the second reads them from the cache. The answer is
     // the same each time, and so is a read mixing cached rows with new ones.
     for round in 0..2 {

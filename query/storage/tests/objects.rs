@@ -3,46 +3,19 @@
 //! reads with range requests, indexes fetched whole into the disk cache, bundles, large
 //! uploads in parts, and deletion.
 
+mod fixture;
 #[path = "../../../tests/support/moto.rs"]
 mod moto;
 
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch};
 use object_store::ObjectStoreExt;
-use parquet::arrow::ArrowWriter;
 use tracelight_model::telemetry::Registry;
 use tracelight_storage::diskcache::DiskCache;
 use tracelight_storage::objstore::Location;
 use tracelight_storage::{IndexFiles, SegmentStore, index_dir};
-
-fn parquet(n: i64) -> Vec<u8> {
-    let schema =
-        Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("s", DataType::Utf8, false)]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..n)),
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("row {i}")))),
-        ],
-    )
-    .unwrap();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(8192))
-        .set_data_page_row_count_limit(1024)
-        .build();
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    bytes
-}
-
-fn series(r: &Registry, name: &str) -> u64 {
-    r.render().lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_round_trip_through_object_storage() {
@@ -64,7 +37,7 @@ async fn segments_round_trip_through_object_storage() {
     let rel = "default/logs/2026-12-07/10/n1-a.parquet";
     assert_eq!(store.table_url(rel), format!("s3://segs/team/a/{rel}"));
     let n = 50_000;
-    let bytes = parquet(n);
+    let bytes = fixture::parquet(n, 1024);
     let put = {
         let (store, bytes) = (store.clone(), bytes.clone());
         tokio::task::spawn_blocking(move || store.put(rel, &bytes)).await.unwrap()
@@ -94,6 +67,20 @@ async fn segments_round_trip_through_object_storage() {
         .unwrap();
     let n_col = kept.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(n_col.values().to_vec(), [3100, 3200, 3300, 3400, 3500, 3600, 3700, 3800, 3900, 4000]);
+    // Those reads left the chunks they touched in the disk cache: reading the same pages
+    // again fetches nothing.
+    let cache = |name: &str| fixture::series(&registry, &format!("tracelight_disk_cache_{name}_total"));
+    let (fetched, hits) = (cache("misses"), cache("hits"));
+    assert!(fetched > 0 && fetched < bytes.len() as u64 / (128 << 10) + 2, "{fetched} chunks");
+    let again = store
+        .read_blocks_where(rel, &[3], "s", |b: &RecordBatch| {
+            let s = b.column(0).as_string::<i32>();
+            (0..s.len()).map(|i| Some(s.value(i).ends_with("00"))).collect::<BooleanArray>()
+        })
+        .unwrap();
+    assert_eq!(again, kept);
+    assert_eq!(cache("misses"), fetched, "nothing fetched again");
+    assert!(cache("hits") > hits);
     assert!(store.read_rows(rel, &[50_000]).is_err(), "past the end");
     assert!(store.read_rows("default/logs/none.parquet", &[1]).is_err(), "a missing segment is an error");
     // Compaction reads a whole segment (downloaded first, nothing left in scratch).
@@ -114,15 +101,10 @@ async fn segments_round_trip_through_object_storage() {
         store.open_file(&tid).unwrap().unwrap().read_to_string(&mut s).unwrap();
         s
     };
+    let (misses, hits) = (cache("misses"), cache("hits"));
     assert_eq!(read_tid(), "trace ids");
     assert_eq!(read_tid(), "trace ids");
-    assert_eq!(
-        (
-            series(&registry, "tracelight_disk_cache_misses_total"),
-            series(&registry, "tracelight_disk_cache_hits_total")
-        ),
-        (1, 1)
-    );
+    assert_eq!((cache("misses"), cache("hits")), (misses + 1, hits + 1));
     assert!(store.open_file("default/logs/none.tid").unwrap().is_none());
     let bundle_bytes = store
         .put_dir(&index_dir(rel), |d| {
