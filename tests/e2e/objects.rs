@@ -146,12 +146,14 @@ async fn an_object_storage_outage_loses_nothing_acknowledged() {
         async move {
             let r = crate::transport::grpc_traces(&ch, crate::otlp::seq_traces("outage", first, 50), false).await;
             assert!(r.unwrap().partial_success.is_none());
+            let r = crate::transport::grpc_logs(&ch, crate::otlp::logs("outage", first, 50), false).await;
+            assert!(r.unwrap().partial_success.is_none());
         }
     };
     let written = || async { server.metric("tracelight_segments_written_total").await.unwrap_or(0.0) };
     send(0).await;
     let started = Instant::now();
-    while written().await < 1.0 {
+    while written().await < 2.0 {
         assert!(started.elapsed() < Duration::from_secs(30), "no flush:\n{}", server.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -185,6 +187,32 @@ async fn an_object_storage_outage_loses_nothing_acknowledged() {
     let warning = v["stats"]["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("object storage could not be read"), "{v}");
     assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+    // So do log search and trace lookups: they leave out the segment they cannot fetch (the
+    // first 50 records, flushed before the cut) and say so.
+    let get = |path: String| {
+        let (client, url) = (server.http_client().clone(), server.api(&path));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let t0 = crate::otlp::T0;
+    let (status, v) = get(format!("/api/v1/logs?q=payment&start={t0}&end={}&limit=1000", t0 + 1_000_000_000)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["logs"].as_array().map(Vec::len), Some(500), "the head's records, none of the bucket's: {v}");
+    assert!(v["stats"]["warnings"][0].as_str().unwrap_or_default().contains("could not be read"), "{v}");
+    let hex = |n: u64| format!("abababababababab{n:016x}");
+    // Trace 7: its 10 spans were sent during the outage; every log record carries it.
+    let (status, v) = get(format!("/api/v1/traces/{}", hex(7))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["spans"].as_array().map(Vec::len), Some(10), "{v}");
+    assert_eq!(v["logs"].as_array().map(Vec::len), Some(500), "{v}");
+    assert!(v["stats"]["warnings"][0].as_str().unwrap_or_default().contains("could not be read"), "{v}");
+    // Trace 2 is only in the bucket: not found, and the answer says where it may be.
+    let (status, v) = get(format!("/api/v1/traces/{}", hex(2))).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v.to_string().contains("could not be read"), "{v}");
+    assert!(asked.elapsed() < Duration::from_secs(30), "{:?}", asked.elapsed());
     // Ingest goes on for the rest of the 30 s.
     let mut sent = 550;
     while cut.elapsed() < Duration::from_secs(30) {
@@ -203,6 +231,7 @@ async fn an_object_storage_outage_loses_nothing_acknowledged() {
     }
     assert!(written().await > before);
     assert_eq!(server.count("SELECT count(*) FROM spans").await, sent);
+    assert_eq!(server.count("SELECT count(*) FROM logs").await, sent);
     server.restart();
     assert_eq!(server.count("SELECT count(DISTINCT CAST(attributes['seq'] AS BIGINT)) FROM spans").await, sent);
     assert_eq!(server.count("SELECT count(*) FROM spans").await, sent);

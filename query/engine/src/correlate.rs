@@ -76,7 +76,11 @@ impl Engine {
         logs.sort_by_key(|l| l.time_ns);
         let exemplars = records::exemplars(&mt.0, trace_id);
         if spans.is_empty() && logs.is_empty() && exemplars.is_empty() {
-            return Err(QueryError::NotFound(format!("no trace {trace_id}: no span, log or exemplar carries it")));
+            return Err(QueryError::NotFound(if stats.warnings.is_empty() {
+                format!("no trace {trace_id}: no span, log or exemplar carries it")
+            } else {
+                format!("no trace {trace_id} in what could be read; {}", stats.warnings.join("; "))
+            }));
         }
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(TraceDetail {
@@ -332,7 +336,9 @@ pub fn summarize(trace_id: &str, spans: &[SpanRecord]) -> Option<TraceSummary> {
 pub(crate) fn index_error(e: tracelight_index::IndexError) -> QueryError {
     match e {
         tracelight_index::IndexError::Invalid(m) => QueryError::Invalid(m),
-        tracelight_index::IndexError::Internal(m) => QueryError::Internal(m),
+        tracelight_index::IndexError::Internal(m) | tracelight_index::IndexError::Unreachable(m) => {
+            QueryError::Internal(m)
+        }
     }
 }
 

@@ -40,6 +40,11 @@ pub enum IndexError {
     Invalid(String),
     #[error("index: {0}")]
     Internal(String),
+    /// Object storage did not answer a read of one segment (see
+    /// `tracelight_storage::StorageError::Unreachable`): a search leaves that segment out and
+    /// says so rather than failing.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl From<tantivy::TantivyError> for IndexError {
@@ -51,7 +56,10 @@ impl From<tantivy::TantivyError> for IndexError {
 #[cfg(feature = "segments")]
 impl From<tracelight_storage::StorageError> for IndexError {
     fn from(e: tracelight_storage::StorageError) -> Self {
-        IndexError::Internal(e.to_string())
+        match e {
+            tracelight_storage::StorageError::Unreachable(_) => IndexError::Unreachable(e.to_string()),
+            e => IndexError::Internal(e.to_string()),
+        }
     }
 }
 

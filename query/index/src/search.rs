@@ -23,6 +23,8 @@ use tracelight_storage::{Catalog, Head, IndexFiles, SegmentMeta, SegmentStore, d
 
 use crate::IndexError;
 use crate::head::HeadIndex;
+
+mod answer;
 use crate::histogram::TimeBuckets;
 use crate::schema::{self, Fields};
 use crate::syntax::LogSyntax;
@@ -80,6 +82,39 @@ impl LogSearch {
 /// Most hits one log search may ask of each index (a page of at most 1,000 plus a cursor's
 /// skip of at most `MAX_CURSOR_SKIP`, with room to spare).
 pub const MAX_WANT: usize = 100_000;
+
+/// Segments one search could not read because object storage did not answer: left out of
+/// the answer, which says so (the rest of the answer is exact).
+#[derive(Default)]
+struct Unread {
+    segments: HashSet<String>,
+    first: Option<String>,
+}
+
+impl Unread {
+    /// `r`'s value, or `None` when object storage could not serve it (remembered); any other
+    /// error is the caller's.
+    fn skip<T>(&mut self, segment: &str, r: Result<T, IndexError>) -> Result<Option<T>, IndexError> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(IndexError::Unreachable(why)) => {
+                self.segments.insert(segment.to_string());
+                self.first.get_or_insert(why);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn warn_into(&self, stats: &mut ScanStats) {
+        if let Some(why) = &self.first {
+            stats.warn(&format!(
+                "{} segment(s) could not be read ({why}): this answer leaves out their rows",
+                self.segments.len()
+            ));
+        }
+    }
+}
 
 /// Where a hit's row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -261,31 +296,25 @@ impl IndexSearch {
         peer_hits(&remote, &mut hits, &mut head_rows, &mut hours, &mut stats);
         keep_newest(&mut hits, want);
 
+        let mut unread = Unread::default();
         for (i, seg) in segments.iter().enumerate() {
             // Newest segments first: once `want` hits are newer than everything this segment
             // holds, no older segment can contribute.
             if hits.len() >= want && hits.last().is_some_and(|(t, _)| *t > seg.max_time_ns) {
                 break;
             }
-            let Some(searcher) = self.searcher(seg)? else {
-                tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
-                continue;
+            let top = match unread.skip(&seg.path, self.segment_top(seg, &query, want))? {
+                Some(Some(top)) => top,
+                Some(None) => {
+                    tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+                    continue;
+                }
+                None => continue,
             };
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            let compiled =
-                query.compile(&searcher, &SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order })?;
-            let top = searcher.search(
-                compiled.as_ref(),
-                &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc),
-            )?;
-            for (t, addr) in top {
-                let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
-                if let Some(row) = rows.first(addr.doc_id) {
-                    hits.push((t, Source::Segment { segment: i, row }));
-                }
-            }
+            hits.extend(top.into_iter().map(|(t, row)| (t, Source::Segment { segment: i, row })));
             keep_newest(&mut hits, want);
         }
         stats.partitions = hours.len() as u64;
@@ -302,9 +331,31 @@ impl IndexSearch {
         });
         hits.truncate(s.limit);
 
-        let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats)?;
+        let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats, &mut unread)?;
+        unread.warn_into(&mut stats);
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((batch, stats))
+    }
+
+    /// The newest `want` hits of `query` in one segment as (time, row), or `None` for a
+    /// segment written without an index.
+    fn segment_top(
+        &self,
+        seg: &SegmentMeta,
+        query: &LogQuery,
+        want: usize,
+    ) -> Result<Option<Vec<(i64, u64)>>, IndexError> {
+        let Some(searcher) = self.searcher(seg)? else { return Ok(None) };
+        let compiled =
+            query.compile(&searcher, &SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order })?;
+        let top = searcher
+            .search(compiled.as_ref(), &TopDocs::with_limit(want).order_by_fast_field::<i64>("time", Order::Desc))?;
+        let mut out = Vec::with_capacity(top.len());
+        for (t, addr) in top {
+            let rows = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+            out.extend(rows.first(addr.doc_id).map(|row| (t, row)));
+        }
+        Ok(Some(out))
     }
 
     /// Log records matching `s` (its `limit` and `skip_at_end` ignored) counted per bucket.
@@ -339,17 +390,23 @@ impl IndexSearch {
                 *c += n;
             }
         }
+        let mut unread = Unread::default();
         for seg in &segments {
-            let Some(searcher) = self.searcher(seg)? else { continue };
+            let counted = (|| {
+                let Some(searcher) = self.searcher(seg)? else { return Ok(None) };
+                let rows = SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order };
+                let compiled = query.compile(&searcher, &rows)?;
+                Ok::<_, IndexError>(Some(searcher.search(compiled.as_ref(), buckets)?))
+            })();
+            let Some(Some(seg_counts)) = unread.skip(&seg.path, counted)? else { continue };
             hours.insert(seg.partition_hour);
             stats.segments += 1;
             stats.segment_bytes += seg.index_bytes;
-            let compiled =
-                query.compile(&searcher, &SegmentRows { store: &self.store, seg, in_row_order: &self.in_row_order })?;
-            for (c, n) in counts.iter_mut().zip(searcher.search(compiled.as_ref(), buckets)?) {
+            for (c, n) in counts.iter_mut().zip(seg_counts) {
                 *c += n;
             }
         }
+        unread.warn_into(&mut stats);
         stats.partitions = hours.len() as u64;
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((counts, stats))
@@ -363,6 +420,7 @@ impl IndexSearch {
         hits: &[(i64, Source)],
         head_rows: &HashMap<Source, RecordBatch>,
         stats: &mut ScanStats,
+        unread: &mut Unread,
     ) -> Result<RecordBatch, IndexError> {
         let mut per_segment: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for (_, src) in hits {
@@ -375,7 +433,14 @@ impl IndexSearch {
         for (segment, mut rows) in per_segment {
             rows.sort_unstable();
             rows.dedup();
-            let b = self.store.read_rows(&segments[segment].path, &rows)?;
+            // Hits of a segment whose rows cannot be fetched now are left out.
+            let Some(b) = unread.skip(
+                &segments[segment].path,
+                self.store.read_rows(&segments[segment].path, &rows).map_err(IndexError::from),
+            )?
+            else {
+                continue;
+            };
             stats.rows_read += b.num_rows() as u64;
             for (j, row) in rows.iter().enumerate() {
                 position.insert(Source::Segment { segment, row: *row }, (batches.len(), j));
@@ -432,54 +497,10 @@ impl IndexSearch {
         let mut hours = HashSet::new();
         let mut out: Vec<RecordBatch> = Vec::new();
         let shared_ids = Arc::new(ids.clone());
-        let column = if signal == Signal::Metrics { "exemplars" } else { "trace_id" };
+        let mut unread = Unread::default();
         for seg in &segments {
-            let b = match self.store.open_file(&traceidx::path_for(&seg.path))? {
-                Some(file) => {
-                    stats.segments += 1;
-                    // From each ID to the row blocks that may hold it; a damaged index costs
-                    // reading the whole segment's trace IDs instead.
-                    let blocks = TraceIndexFile::open(file).and_then(|ix| {
-                        let mut blocks = Vec::new();
-                        for id in &ids {
-                            blocks.extend(ix.pages(id)?);
-                        }
-                        Ok(blocks)
-                    });
-                    let mut blocks = blocks.unwrap_or_else(|e| {
-                        tracing::warn!(path = %seg.path, error = %e, "trace-ID index unreadable; reading the segment's trace IDs");
-                        (0..seg.rows.div_ceil(traceidx::PAGE_ROWS as u64) as u32).collect()
-                    });
-                    if blocks.is_empty() {
-                        continue;
-                    }
-                    blocks.sort_unstable();
-                    blocks.dedup();
-                    let ids = shared_ids.clone();
-                    self.store.read_blocks_where(&seg.path, &blocks, column, move |b| trace_mask(signal, b, &ids))?
-                }
-                // Written before trace-ID indexes existed: the full-text index has the IDs.
-                None => {
-                    let Some(searcher) = self.searcher(seg)? else {
-                        tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
-                        continue;
-                    };
-                    stats.segments += 1;
-                    stats.segment_bytes += seg.index_bytes;
-                    let docs = searcher.search(&query, &DocSetCollector)?;
-                    if docs.is_empty() {
-                        continue;
-                    }
-                    let mut rows = Vec::with_capacity(docs.len());
-                    for addr in docs {
-                        let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
-                        rows.extend(col.first(addr.doc_id));
-                    }
-                    rows.sort_unstable();
-                    rows.dedup();
-                    self.store.read_rows(&seg.path, &rows)?
-                }
-            };
+            let read = self.segment_trace_rows(seg, signal, &ids, &shared_ids, &query, &mut stats);
+            let Some(Some(b)) = unread.skip(&seg.path, read)? else { continue };
             if b.num_rows() == 0 {
                 continue;
             }
@@ -487,6 +508,7 @@ impl IndexSearch {
             stats.rows_read += b.num_rows() as u64;
             out.push(b);
         }
+        unread.warn_into(&mut stats);
         stats.head_rows += head.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         for kept in head_trace_rows(signal, &head.batches, &ids) {
             stats.rows_read += kept.num_rows() as u64;
@@ -508,62 +530,65 @@ impl IndexSearch {
         stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((batch, stats))
     }
-}
 
-/// What this node's head answers another node (see [`tracelight_model::peers`]). Each returns
-/// the head's `overlap_from_lsn` with the rows.
-impl IndexSearch {
-    /// The newest `want` log records of the head matching `s`, newest first.
-    pub fn head_logs(
+    /// The rows of one segment that belong to `ids` (see [`IndexSearch::trace_rows`]); `None`
+    /// when the segment has no index to find them with.
+    fn segment_trace_rows(
         &self,
-        tenant: &Tenant,
-        s: &LogSearch,
-        want: usize,
-    ) -> Result<(u64, Vec<RecordBatch>), IndexError> {
-        let parts = self.head.partitions(tenant, Signal::Logs, hour_of(s.start_ns), hour_of(s.end_ns - 1));
-        if s.end_ns <= s.start_ns || want == 0 {
-            return Ok((parts.overlap_from_lsn, Vec::new()));
-        }
-        let query = self.log_query(s)?;
-        let mut hits = self.head_index.search(tenant, &parts, &query, want)?;
-        hits.sort_unstable_by(|a, b| b.time_ns.cmp(&a.time_ns).then_with(|| a.order.cmp(&b.order)));
-        hits.truncate(want);
-        let rows: Vec<RecordBatch> = hits.into_iter().map(|h| h.row).collect();
-        if rows.is_empty() {
-            return Ok((parts.overlap_from_lsn, Vec::new()));
-        }
-        let batch = arrow::compute::concat_batches(&Signal::Logs.schema(), &rows)
-            .map_err(|e| IndexError::Internal(e.to_string()))?;
-        Ok((parts.overlap_from_lsn, vec![batch]))
-    }
-
-    /// The head's log records matching `s` counted per bucket.
-    pub fn head_histogram(
-        &self,
-        tenant: &Tenant,
-        s: &LogSearch,
-        buckets: &TimeBuckets,
-    ) -> Result<(u64, Vec<u64>), IndexError> {
-        let parts = self.head.partitions(tenant, Signal::Logs, hour_of(s.start_ns), hour_of(s.end_ns - 1));
-        if s.end_ns <= s.start_ns {
-            return Ok((parts.overlap_from_lsn, vec![0; buckets.len]));
-        }
-        let query = self.log_query(s)?;
-        Ok((parts.overlap_from_lsn, self.head_index.histogram(tenant, &parts, &query, buckets)?))
-    }
-
-    /// The head's rows of `trace_ids` in `[start_ns, end_ns)`'s hours.
-    pub fn head_trace(
-        &self,
-        tenant: &Tenant,
+        seg: &SegmentMeta,
         signal: Signal,
-        trace_ids: &[String],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> (u64, Vec<RecordBatch>) {
-        let ids: HashSet<String> = trace_ids.iter().map(|t| t.to_ascii_lowercase()).collect();
-        let head = self.head.snapshot(tenant, signal, hour_of(start_ns), hour_of(end_ns.saturating_sub(1)));
-        (head.overlap_from_lsn, head_trace_rows(signal, &head.batches, &ids))
+        ids: &HashSet<String>,
+        shared_ids: &Arc<HashSet<String>>,
+        query: &BooleanQuery,
+        stats: &mut ScanStats,
+    ) -> Result<Option<RecordBatch>, IndexError> {
+        let column = if signal == Signal::Metrics { "exemplars" } else { "trace_id" };
+        Ok(Some(match self.store.open_file(&traceidx::path_for(&seg.path))? {
+            Some(file) => {
+                stats.segments += 1;
+                // From each ID to the row blocks that may hold it; a damaged index costs
+                // reading the whole segment's trace IDs instead.
+                let blocks = TraceIndexFile::open(file).and_then(|ix| {
+                    let mut blocks = Vec::new();
+                    for id in ids {
+                        blocks.extend(ix.pages(id)?);
+                    }
+                    Ok(blocks)
+                });
+                let mut blocks = blocks.unwrap_or_else(|e| {
+                    tracing::warn!(path = %seg.path, error = %e, "trace-ID index unreadable; reading the segment's trace IDs");
+                    (0..seg.rows.div_ceil(traceidx::PAGE_ROWS as u64) as u32).collect()
+                });
+                if blocks.is_empty() {
+                    return Ok(None);
+                }
+                blocks.sort_unstable();
+                blocks.dedup();
+                let ids = shared_ids.clone();
+                self.store.read_blocks_where(&seg.path, &blocks, column, move |b| trace_mask(signal, b, &ids))?
+            }
+            // Written before trace-ID indexes existed: the full-text index has the IDs.
+            None => {
+                let Some(searcher) = self.searcher(seg)? else {
+                    tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+                    return Ok(None);
+                };
+                stats.segments += 1;
+                stats.segment_bytes += seg.index_bytes;
+                let docs = searcher.search(query, &DocSetCollector)?;
+                if docs.is_empty() {
+                    return Ok(None);
+                }
+                let mut rows = Vec::with_capacity(docs.len());
+                for addr in docs {
+                    let col = searcher.segment_reader(addr.segment_ord).fast_fields().u64("row")?;
+                    rows.extend(col.first(addr.doc_id));
+                }
+                rows.sort_unstable();
+                rows.dedup();
+                self.store.read_rows(&seg.path, &rows)?
+            }
+        }))
     }
 }
 
