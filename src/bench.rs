@@ -68,9 +68,15 @@ pub struct IngestArgs {
     /// temporary data directory (and its memory and bytes on disk are measured).
     #[arg(long)]
     endpoint: Option<String>,
-    /// Extra `serve` arguments for the server the bench starts (e.g. `--config FILE`).
+    /// Extra `serve` arguments for the servers the bench starts (e.g. `--config FILE`, or
+    /// `--storage-url s3://… --catalog-url postgres://…` for ingesters over object storage).
     #[arg(long, allow_hyphen_values = true, num_args = 1..)]
     serve_args: Vec<String>,
+    /// Servers to start (1–8), each with its own data directory and WAL and the node ID
+    /// `bench-<n>`; the clients are spread over them. More than one needs a shared catalog
+    /// (`--serve-args --catalog-url postgres://…`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    ingesters: u8,
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -122,16 +128,22 @@ pub struct Spawned {
     pub http: String,
 }
 
-pub fn spawn_server(dir: &Path) -> anyhow::Result<Spawned> {
-    spawn_server_with(dir, &[])
-}
-
 /// Starts `tracelight serve` on `dir/data` with loopback listeners on free ports, plus `extra`
 /// arguments; its log goes to `dir/server.log`.
 pub fn spawn_server_with(dir: &Path, extra: &[String]) -> anyhow::Result<Spawned> {
+    spawn_node(dir, extra, None)
+}
+
+/// [`spawn_server_with`], as node `node` when given (`TRACELIGHT_NODE_ID`).
+pub fn spawn_node(dir: &Path, extra: &[String], node: Option<&str>) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
+    std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("server.log"))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(node) = node {
+        command.env("TRACELIGHT_NODE_ID", node);
+    }
+    let mut child = command
         .args([
             "serve",
             "--otlp-grpc",
@@ -242,14 +254,22 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
 
     let tmp = std::env::temp_dir().join(format!("tracelight-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let mut server = match &a.endpoint {
-        Some(_) => None,
-        None => Some(spawn_server_with(&tmp, &a.serve_args)?),
+    let mut servers = Vec::new();
+    if a.endpoint.is_none() {
+        for n in 0..a.ingesters {
+            let node = (a.ingesters > 1).then(|| format!("bench-{n}"));
+            servers.push(spawn_node(&tmp.join(format!("n{n}")), &a.serve_args, node.as_deref())?);
+        }
+    }
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let endpoints = match &a.endpoint {
+        Some(e) => vec![e.clone()],
+        None => servers.iter().map(|s| s.grpc.clone()).collect(),
     };
-    let pid = server.as_ref().map(|s| s.child.id());
-    let endpoint = a.endpoint.clone().or_else(|| server.as_ref().map(|s| s.grpc.clone())).unwrap();
-    let channel =
-        Channel::from_shared(format!("http://{endpoint}"))?.connect().await.context("connect to the server")?;
+    let mut channels = Vec::new();
+    for e in &endpoints {
+        channels.push(Channel::from_shared(format!("http://{e}"))?.connect().await.context("connect to the server")?);
+    }
     let path = match a.signal {
         SignalArg::Spans => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         SignalArg::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
@@ -267,7 +287,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let (ch, payloads, tally, measuring, stop) =
-            (channel.clone(), payloads.clone(), tally.clone(), measuring.clone(), stop.clone());
+            (channels[c % channels.len()].clone(), payloads.clone(), tally.clone(), measuring.clone(), stop.clone());
         let batch = a.batch as u64;
         tasks.push(tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(ch);
@@ -317,8 +337,8 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         }));
     }
 
-    // Progress every 10 s, and the server's memory every second.
-    let api = server.as_ref().map(|s| s.http.clone());
+    // Progress every 10 s, and the servers' memory every second.
+    let rss_now = || pids.iter().map(|p| proc_status_bytes(*p, "VmRSS")).sum::<u64>();
     tokio::time::sleep(WARM_UP).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
@@ -326,8 +346,8 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let mut last = (0u64, Instant::now());
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed()))).await;
-        if let Some(pid) = pid {
-            let rss = proc_status_bytes(pid, "VmRSS");
+        if !pids.is_empty() {
+            let rss = rss_now();
             rss_max = rss_max.max(rss);
             rss_sum += rss;
             rss_n += 1;
@@ -339,7 +359,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
                 "  {:>4.0} s: {:.0} {item}/s over the last 10 s, {refused} refusals so far, server RSS {} MiB",
                 started.elapsed().as_secs_f64(),
                 (acked - last.0) as f64 / last.1.elapsed().as_secs_f64(),
-                pid.map_or(0, |p| proc_status_bytes(p, "VmRSS") >> 20),
+                rss_now() >> 20,
             );
             last = (acked, Instant::now());
         }
@@ -385,43 +405,80 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     }
     println!("decode-only (one thread): {decode_rate:.0} {item}/s; durable / decode-only = {:.2}", rate / decode_rate);
     if let Some(mean) = rss_sum.checked_div(rss_n) {
-        println!("server RSS while measured: mean {} MiB, max {} MiB (sampled each second)", mean >> 20, rss_max >> 20);
+        let together = if pids.len() > 1 { format!(" ({} servers together)", pids.len()) } else { String::new() };
+        println!(
+            "server RSS while measured{together}: mean {} MiB, max {} MiB (sampled each second)",
+            mean >> 20,
+            rss_max >> 20
+        );
     }
 
-    if let Some(s) = server.take() {
-        let api = api.expect("a started server has an API address");
-        let metrics = reqwest::get(format!("http://{api}/metrics")).await?.text().await?;
-        let metric = |name: &str| metric_sum(&metrics, name);
-        let appended = metric("tracelight_wal_appended_bytes_total");
-        let ingested = metric("tracelight_ingested_items_total");
-        let (flushes, flush_s) = (metric("tracelight_flush_seconds_count"), metric("tracelight_flush_seconds_sum"));
-        if flushes > 0.0 {
-            println!(
-                "flushes: {flushes:.0}, mean {:.2} s each, {:.0}% of the run spent flushing",
-                flush_s / flushes,
-                100.0 * flush_s / (elapsed + WARM_UP.as_secs_f64())
-            );
+    if !servers.is_empty() {
+        let ingested = report_servers(&servers, &a, item, elapsed).await?;
+        for s in servers {
+            let peak = proc_status_bytes(s.child.id(), "VmHWM");
+            stop_server(s.child)?;
+            println!("server {} peak RSS (VmHWM, whole run): {} MiB", s.dir.display(), peak >> 20);
         }
-        let peak = proc_status_bytes(s.child.id(), "VmHWM");
-        stop_server(s.child)?;
-        println!("server peak RSS (VmHWM, whole run): {} MiB", peak >> 20);
-        let segments = s.dir.join("data/segments");
+        let segments = tmp.join("n0/data/segments");
         let data = bytes_where(&segments, &|p| p.extension().is_some_and(|e| e == "parquet"));
         let index = bytes_where(&segments, &is_index_file);
-        if ingested > 0.0 {
+        if a.ingesters == 1 && ingested > 0.0 && data > 0 {
             println!(
-                "on disk after the final flush: {:.1} B data + {:.1} B index per {} ({ingested:.0} {item}; \
-                 the payloads repeat every {} items); WAL wrote {:.1} B per item",
+                "on local disk after the final flush: {:.1} B data + {:.1} B index per {}",
                 data as f64 / ingested,
                 index as f64 / ingested,
                 item.trim_end_matches('s'),
-                a.payloads * a.batch,
-                appended / ingested
             );
         }
         let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(())
+}
+
+/// What the servers the bench started say about the run: flush time, and (once every head has
+/// been flushed) the WAL and segment bytes written per item, the segment bytes being what went
+/// to the store (Parquet and index; uploads on object storage).
+async fn report_servers(servers: &[Spawned], a: &IngestArgs, item: &str, elapsed: f64) -> anyhow::Result<f64> {
+    let scrape = |http: &str| {
+        let url = format!("http://{http}/metrics");
+        async move { anyhow::Ok(reqwest::get(url).await?.text().await?) }
+    };
+    let mut texts = Vec::new();
+    for s in servers {
+        let waited = Instant::now();
+        let mut text = scrape(&s.http).await?;
+        // The load has stopped: wait for the flush interval to empty each head.
+        while metric_sum(&text, "tracelight_head_bytes") > 0.0 && waited.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            text = scrape(&s.http).await?;
+        }
+        if metric_sum(&text, "tracelight_head_bytes") > 0.0 {
+            eprintln!("note: {} still has unflushed data after 120 s", s.dir.display());
+        }
+        texts.push(text);
+    }
+    let metric = |name: &str| texts.iter().map(|t| metric_sum(t, name)).sum::<f64>();
+    let (flushes, flush_s) = (metric("tracelight_flush_seconds_count"), metric("tracelight_flush_seconds_sum"));
+    if flushes > 0.0 {
+        println!(
+            "flushes: {flushes:.0}, mean {:.2} s each, {:.0}% of the run spent flushing (per server)",
+            flush_s / flushes,
+            100.0 * flush_s / (elapsed + WARM_UP.as_secs_f64()) / servers.len() as f64
+        );
+    }
+    let ingested = metric("tracelight_ingested_items_total");
+    if ingested > 0.0 {
+        println!(
+            "written per {}: WAL {:.1} B, segments (Parquet + index, uploaded on object storage) {:.1} B \
+             ({ingested:.0} {item} in all, warm-up and retries included; the payloads repeat every {} items)",
+            item.trim_end_matches('s'),
+            metric("tracelight_wal_appended_bytes_total") / ingested,
+            metric("tracelight_segment_bytes_written_total") / ingested,
+            a.payloads * a.batch
+        );
+    }
+    Ok(ingested)
 }
 
 /// A stride through the payloads that visits all of them (coprime with `n`).

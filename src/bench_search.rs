@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tracelight_collector::grpc::RawCodec;
 use tracelight_collector::synth::{self, Rng};
 
-use crate::bench::{bytes_where, is_index_file, metric_sum, spawn_server, spawn_server_with, stop_server};
+use crate::bench::{bytes_where, is_index_file, metric_sum, spawn_server_with, stop_server};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -48,7 +48,20 @@ pub struct SearchArgs {
     /// Keep the data directory here (and reuse it, skipping ingest, when it already has data).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Extra `serve` arguments for every server the bench starts, e.g. `--storage-url
+    /// s3://bucket/prefix` (credentials and endpoint from the AWS environment variables) to
+    /// measure a node reading object storage through its disk cache. Not `--config`: the bench
+    /// passes its own for the compaction pass.
+    #[arg(long, allow_hyphen_values = true, num_args = 1..)]
+    serve_args: Vec<String>,
+    /// Rounds of the cold-cache measurement: each restarts the server with an empty disk cache
+    /// (`<data dir>/cache`) and times its first trace lookup and needle search.
+    #[arg(long, default_value_t = 3)]
+    cold_rounds: u32,
 }
+
+/// The needle search the bench times (all logs of the last 25 hours).
+const NEEDLE: &str = "/api/v1/logs?q=zqxneedle&since=25h&limit=100";
 
 /// Histogram bounds of the metric series (10 bounds: 11 buckets).
 const BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -255,12 +268,47 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> anyhow::Result<(f64, 
     Ok((t.elapsed().as_secs_f64() * 1000.0, v))
 }
 
+/// Restarts the server `a.cold_rounds` times with an empty disk cache and times its first trace
+/// lookup (a trace not looked up before) and then its first needle search: what the first user
+/// of a new querier waits for. On a local store the operating system's page cache stays warm.
+async fn cold_rounds(dir: &Path, a: &SearchArgs, ids: &[String]) -> anyhow::Result<Vec<(f64, f64)>> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    for round in 0..a.cold_rounds as usize {
+        let cache = dir.join("data/cache");
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)?;
+        }
+        let server = spawn_server_with(dir, &a.serve_args)?;
+        let api = format!("http://{}", server.http);
+        let id = ids.get(ids.len().saturating_sub(1 + round)).ok_or_else(|| anyhow::anyhow!("no sampled trace IDs"))?;
+        let (trace_ms, v) = timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
+        if v["spans"].as_array().is_none_or(|s| s.is_empty()) {
+            bail!("trace {id} came back without spans");
+        }
+        let (needle_ms, v) = timed_get(&client, &format!("{api}{NEEDLE}")).await?;
+        if v["logs"].as_array().map_or(0, |l| l.len()) as u64 != a.needles {
+            bail!("cold needle search: {v}");
+        }
+        out.push((trace_ms, needle_ms));
+        stop_server(server.child)?;
+    }
+    Ok(out)
+}
+
 /// Runs the server with compaction every second until a quiet 15 s pass without a merge, then
-/// stops it (its start-up sweep at the next start removes the replaced files).
-async fn compact(dir: &Path) -> anyhow::Result<()> {
+/// stops it. Its janitor runs every second with a grace of 2 s, so the replaced segments are
+/// deleted by then and the bytes measured are those of the merged data alone.
+async fn compact(dir: &Path, serve_args: &[String]) -> anyhow::Result<()> {
     let config = dir.join("compact-now.toml");
-    std::fs::write(&config, "[compaction]\ninterval = \"1s\"\nmin_age = \"1s\"\n")?;
-    let server = spawn_server_with(dir, &["--config".into(), config.display().to_string()])?;
+    std::fs::write(
+        &config,
+        "[compaction]\ninterval = \"1s\"\nmin_age = \"1s\"\n\n[janitor]\ninterval = \"1s\"\n\
+         grace_after_queries = \"1s\"\n\n[query]\ntimeout = \"1s\"\n",
+    )?;
+    let mut args = serve_args.to_vec();
+    args.extend(["--config".into(), config.display().to_string()]);
+    let server = spawn_server_with(dir, &args)?;
     let url = format!("http://{}/metrics", server.http);
     let started = Instant::now();
     let (mut last, mut quiet_since) = (-1.0, Instant::now());
@@ -297,7 +345,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     let mut span_rate = None;
     let start_ns = now_ns() - DAY;
     if !reuse {
-        let server = spawn_server(&tmp)?;
+        let server = spawn_server_with(&tmp, &a.serve_args)?;
         let channel = Channel::from_shared(format!("http://{}", server.grpc))?.connect().await?;
         let (n, k, batch) = (a.logs, a.needles.max(1), a.batch);
         eprintln!("ingesting {} log records ({} with the needle) over the last 24 h...", a.logs, a.needles);
@@ -369,8 +417,8 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     }
 
     // What users live with an hour later: compaction has merged each hour's flushes.
-    compact(&tmp).await?;
-    let server = spawn_server(&tmp)?;
+    compact(&tmp, &a.serve_args).await?;
+    let server = spawn_server_with(&tmp, &a.serve_args)?;
     let api = format!("http://{}", server.http);
     let client = reqwest::Client::new();
     let ids = sampled.lock().clone();
@@ -379,17 +427,23 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     for id in ids.iter().take(3) {
         timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
     }
-    let mut trace_ms = Vec::new();
-    for id in &ids {
-        let (ms, v) = timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
-        if v["spans"].as_array().map_or(0, |s| s.len()) == 0 {
-            bail!("trace {id} came back without spans");
+    // Each trace twice: its first lookup reads its rows' pages for the first time (on object
+    // storage: from the bucket, into the disk cache), the second finds them cached.
+    let mut passes = Vec::new();
+    for _ in 0..2 {
+        let mut trace_ms = Vec::new();
+        for id in &ids {
+            let (ms, v) = timed_get(&client, &format!("{api}/api/v1/traces/{id}")).await?;
+            if v["spans"].as_array().map_or(0, |s| s.len()) == 0 {
+                bail!("trace {id} came back without spans");
+            }
+            trace_ms.push(ms);
         }
-        trace_ms.push(ms);
+        passes.push(percentiles(trace_ms));
     }
-    let (t50, t99) = percentiles(trace_ms);
+    let ((t50, t99), (w50, w99)) = (passes[0], passes[1]);
 
-    let needle_url = format!("{api}/api/v1/logs?q=zqxneedle&since=25h&limit=100");
+    let needle_url = format!("{api}{NEEDLE}");
     let mut needle_ms = Vec::new();
     let mut found = 0;
     for _ in 0..21 {
@@ -494,6 +548,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         pages.push((what, percentiles(server_ms).0, percentiles(total_ms).0));
     }
     stop_server(server.child)?;
+    let cold = cold_rounds(&tmp, &a, &ids).await?;
 
     let logs_dir = tmp.join("data/segments/default/logs");
     let data = bytes_where(&logs_dir, &|p| p.extension().is_some_and(|e| e == "parquet"));
@@ -506,10 +561,20 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     if let (Some(l), Some(s)) = (log_rate, span_rate) {
         println!("ingest with indexing on (generator on the same 2 cores): {l:.0} logs/s, {s:.0} spans/s");
     }
-    println!("trace by ID, no time hint ({} traces, HTTP API): p50 {t50:.1} ms, p99 {t99:.1} ms", ids.len());
+    println!(
+        "trace by ID, no time hint ({} traces, HTTP API): first lookup of each p50 {t50:.1} ms, p99 {t99:.1} ms; \
+         again (rows' pages cached) p50 {w50:.1} ms, p99 {w99:.1} ms",
+        ids.len()
+    );
     println!(
         "needle full-text search over all logs: first run {needle_first:.1} ms (decodes the hits' pages), p50 of 21 runs {n50:.1} ms (rows cached; {found} found)"
     );
+    for (i, (trace, needle)) in cold.iter().enumerate() {
+        println!(
+            "cold (restarted, empty disk cache), round {}: first trace lookup {trace:.1} ms, then first needle search {needle:.1} ms",
+            i + 1
+        );
+    }
     println!("same needle as SQL LIKE scan: p50 {l50:.0} ms; index / scan = 1 / {:.0}", l50 / n50);
     println!("services RED over 1 hour ({services} services, {requests} entry spans): p50 {r50:.0} ms");
     println!("error spans by service (SQL over 24 h): p50 {e50:.1} ms");
@@ -548,6 +613,10 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     }
     let mut idx_dirs = Vec::new();
     collect_dirs(&logs_dir, &mut idx_dirs);
+    if idx_dirs.is_empty() {
+        println!("(no segments on local disk: bytes per record are measured on a local store only)");
+        return Ok(());
+    }
     let usage = tracelight_index::space_usage(&idx_dirs)?;
     println!("where the log full-text index's bytes go (per log record):");
     for (what, bytes) in usage.iter().take(12) {
