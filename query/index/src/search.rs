@@ -99,7 +99,8 @@ impl Unread {
             Ok(v) => Ok(Some(v)),
             Err(IndexError::Unreachable(why)) => {
                 self.segments.insert(segment.to_string());
-                self.first.get_or_insert(why);
+                // The store's error text can be long (a response body): the start says enough.
+                self.first.get_or_insert_with(|| why.chars().take(200).collect());
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -295,46 +296,66 @@ impl IndexSearch {
         }
         peer_hits(&remote, &mut hits, &mut head_rows, &mut hours, &mut stats);
         keep_newest(&mut hits, want);
+        let (base, rows_read) = (hits, stats.rows_read);
 
         let mut unread = Unread::default();
-        for (i, seg) in segments.iter().enumerate() {
-            // Newest segments first: once `want` hits are newer than everything this segment
-            // holds, no older segment can contribute.
-            if hits.len() >= want && hits.last().is_some_and(|(t, _)| *t > seg.max_time_ns) {
-                break;
-            }
-            let top = match unread.skip(&seg.path, self.segment_top(seg, &query, want))? {
-                Some(Some(top)) => top,
-                Some(None) => {
-                    tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched");
+        // Each searched segment's newest hits as (time, row); `None` without an index.
+        let mut tops: HashMap<usize, Option<Vec<(i64, u64)>>> = HashMap::new();
+        loop {
+            let mut hits = base.clone();
+            for (i, seg) in segments.iter().enumerate() {
+                if unread.segments.contains(&seg.path) {
                     continue;
                 }
-                None => continue,
-            };
-            hours.insert(seg.partition_hour);
-            stats.segments += 1;
-            stats.segment_bytes += seg.index_bytes;
-            hits.extend(top.into_iter().map(|(t, row)| (t, Source::Segment { segment: i, row })));
-            keep_newest(&mut hits, want);
-        }
-        stats.partitions = hours.len() as u64;
-
-        // Drop what the previous page already showed: the first matches at its last time.
-        let last = s.end_ns - 1;
-        let mut skip = s.skip_at_end;
-        hits.retain(|(t, _)| {
-            if skip > 0 && *t == last {
-                skip -= 1;
-                return false;
+                // Newest segments first: once `want` hits are newer than everything this
+                // segment holds, no older segment can contribute.
+                if hits.len() >= want && hits.last().is_some_and(|(t, _)| *t > seg.max_time_ns) {
+                    break;
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = tops.entry(i) {
+                    let Some(top) = unread.skip(&seg.path, self.segment_top(seg, &query, want))? else { continue };
+                    match &top {
+                        Some(_) => {
+                            hours.insert(seg.partition_hour);
+                            stats.segments += 1;
+                            stats.segment_bytes += seg.index_bytes;
+                        }
+                        None => {
+                            tracing::warn!(path = %seg.path, "segment has no index (written before indexing existed); not searched")
+                        }
+                    }
+                    e.insert(top);
+                }
+                let top = tops[&i].iter().flatten();
+                hits.extend(top.map(|(t, row)| (*t, Source::Segment { segment: i, row: *row })));
+                keep_newest(&mut hits, want);
             }
-            true
-        });
-        hits.truncate(s.limit);
 
-        let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats, &mut unread)?;
-        unread.warn_into(&mut stats);
-        stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok((batch, stats))
+            // Drop what the previous page already showed: the first matches at its last time.
+            let last = s.end_ns - 1;
+            let mut skip = s.skip_at_end;
+            hits.retain(|(t, _)| {
+                if skip > 0 && *t == last {
+                    skip -= 1;
+                    return false;
+                }
+                true
+            });
+            hits.truncate(s.limit);
+
+            let lost = unread.segments.len();
+            stats.rows_read = rows_read;
+            let batch = self.materialize(Signal::Logs, &segments, &hits, &head_rows, &mut stats, &mut unread)?;
+            if unread.segments.len() == lost {
+                stats.partitions = hours.len() as u64;
+                unread.warn_into(&mut stats);
+                stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                return Ok((batch, stats));
+            }
+            // Rows of a segment could not be fetched: choose the hits again without it, so
+            // that the page is full and its cursor (from the last row) skips nothing. Each
+            // round leaves out one more segment, so this ends.
+        }
     }
 
     /// The newest `want` hits of `query` in one segment as (time, row), or `None` for a

@@ -117,9 +117,9 @@ impl DiskCache {
         if let Some(f) = self.lookup(&name, &path) {
             return Ok(f);
         }
-        let gate =
-            Gate { cache: self, name: &name, gate: self.fetching.lock().entry(name.clone()).or_default().clone() };
-        let _fetching = gate.gate.lock().await;
+        let held = self.fetching.lock().entry(name.clone()).or_default().clone();
+        let gate = Gate { cache: self, name: &name, gate: Some(held) };
+        let _fetching = gate.gate.as_ref().expect("held until dropped").lock().await;
         // Another reader may have fetched it while this one waited.
         match self.lookup(&name, &path) {
             Some(f) => Ok(f),
@@ -229,14 +229,16 @@ impl DiskCache {
 struct Gate<'a> {
     cache: &'a DiskCache,
     name: &'a str,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
         let mut fetching = self.cache.fetching.lock();
-        // Only the map and this hold it: nobody else fetches or waits.
-        if Arc::strong_count(&self.gate) == 2 {
+        // Let go of this reader's hold under the map's lock, so that of two readers leaving
+        // at once the second always sees the first one gone.
+        drop(self.gate.take());
+        if fetching.get(self.name).is_some_and(|g| Arc::strong_count(g) == 1) {
             fetching.remove(self.name);
         }
     }

@@ -28,7 +28,7 @@ impl StorageError {
     }
 
     /// A failed read of segment `rel`: [`StorageError::Unreachable`] when an object store
-    /// error other than a missing object caused it, anywhere in `e`'s chain (parquet wraps
+    /// outage (see [`is_outage`]) caused it, anywhere in `e`'s chain (parquet wraps
     /// them), a plain read failure otherwise.
     pub fn read(rel: &str, e: &(dyn std::error::Error + 'static)) -> StorageError {
         let mut cur = Some(e);
@@ -41,7 +41,7 @@ impl StorageError {
             };
             for err in std::iter::once(err).chain(inner) {
                 if let Some(s) = err.downcast_ref::<object_store::Error>() {
-                    if !matches!(s, object_store::Error::NotFound { .. }) {
+                    if is_outage(s) {
                         return StorageError::Unreachable(format!("{rel}: {s}"));
                     }
                     return StorageError::SegmentRead(format!("{rel}: {e}"));
@@ -55,4 +55,11 @@ impl StorageError {
         }
         StorageError::SegmentRead(format!("{rel}: {e}"))
     }
+}
+
+/// Whether an object store error means the store did not answer (connection refused or cut,
+/// timeouts, server errors once retries ran out: object_store reports all of these as
+/// `Generic`), not that it answered no (a missing object, denied access, bad credentials).
+pub fn is_outage(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
 }

@@ -42,7 +42,41 @@ pub(crate) struct Remote {
     /// segments that compaction reads.
     pub(crate) scratch: PathBuf,
     pub(crate) disk: Arc<DiskCache>,
+    pub(crate) breaker: Arc<Breaker>,
     io: Option<tokio::runtime::Runtime>,
+}
+
+/// After a read the bucket did not answer, reads of objects not in the disk cache fail at
+/// once for [`Breaker::OPEN`] instead of each waiting out the request timeout: a search over
+/// hundreds of segments during an outage answers within one timeout, not hundreds. Writes
+/// (flushes, merges) keep their own retries.
+#[derive(Default)]
+pub(crate) struct Breaker {
+    open_until: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+impl Breaker {
+    const OPEN: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Whether reads may go to the bucket now.
+    pub(crate) fn check(&self, key: &str) -> Result<(), StorageError> {
+        match *self.open_until.lock() {
+            Some(t) if std::time::Instant::now() < t => Err(StorageError::Unreachable(format!(
+                "read {key}: not tried, a read failed less than {} s ago",
+                Self::OPEN.as_secs()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Notes the outcome of a read: an outage opens the breaker.
+    pub(crate) fn note<T>(&self, r: &Result<T, object_store::Error>) {
+        if let Err(e) = r
+            && crate::error::is_outage(e)
+        {
+            *self.open_until.lock() = Some(std::time::Instant::now() + Self::OPEN);
+        }
+    }
 }
 
 impl Drop for Remote {
@@ -62,11 +96,13 @@ fn read_fail(key: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::SegmentRead(format!("object storage: read {key}: {e}"))
 }
 
-/// A failed request to read `key`: the object is missing, or the store did not answer.
+/// A failed request to read `key`: the object is missing, the store did not answer, or it
+/// refused (credentials, permissions: a failure to fix, not to wait out).
 fn get_fail(key: &str, e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::NotFound { .. } => StorageError::NotFound(key.to_string()),
-        e => StorageError::Unreachable(format!("read {key}: {e}")),
+        e if crate::error::is_outage(&e) => StorageError::Unreachable(format!("read {key}: {e}")),
+        e => read_fail(key, e),
     }
 }
 
@@ -99,6 +135,7 @@ impl Remote {
             prefix: prefix.trim_matches('/').to_string(),
             scratch: scratch.to_path_buf(),
             disk,
+            breaker: Arc::default(),
             io: Some(io),
         })
     }
@@ -207,7 +244,10 @@ impl Remote {
     pub(crate) fn cached(&self, rel: &str) -> Result<Option<std::fs::File>, StorageError> {
         let path = self.path(rel);
         let got = self.block(self.disk.get_or_fetch(rel, |dest| async move {
-            let got = self.objects.get(&path).await.map_err(|e| get_fail(rel, e))?;
+            self.breaker.check(rel)?;
+            let got = self.objects.get(&path).await;
+            self.breaker.note(&got);
+            let got = got.map_err(|e| get_fail(rel, e))?;
             let mut out = std::fs::File::create(&dest).map_err(|e| read_fail(rel, e))?;
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.next().await {
@@ -241,6 +281,7 @@ pub(crate) struct ObjectReader {
     pub(crate) size: Option<u64>,
     /// Where data reads are cached; `None` reads straight from the store.
     pub(crate) chunks: Option<Chunks>,
+    pub(crate) breaker: Arc<Breaker>,
 }
 
 /// Data of one object cached on local disk in aligned chunks of [`CHUNK`] bytes: a repeated
@@ -269,6 +310,17 @@ fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
 }
 
 impl ObjectReader {
+    /// Refuses a read while the breaker is open (see [`Breaker`]).
+    fn gate(&self) -> parquet::errors::Result<()> {
+        self.breaker.check(self.path.as_ref()).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+    }
+
+    /// `r`, noted by the breaker.
+    fn noted<T>(&self, r: Result<T, object_store::Error>) -> parquet::errors::Result<T> {
+        self.breaker.note(&r);
+        r.map_err(parquet_err)
+    }
+
     /// `ranges` of the object, each chunk they touch read from the disk cache (fetched on a
     /// miss, a few at once).
     async fn cached_ranges(&self, c: &Chunks, ranges: &[std::ops::Range<u64>]) -> parquet::errors::Result<Vec<Bytes>> {
@@ -288,16 +340,31 @@ impl ObjectReader {
         let files: HashMap<u64, std::fs::File> = futures::stream::iter(ids)
             .map(|id| async move {
                 let (start, end) = (id * CHUNK, ((id + 1) * CHUNK).min(c.size));
-                let key = format!("{}#{id}", c.key);
+                // The chunk size is part of the key: a build with another size never reads
+                // these chunks as its own.
+                let key = format!("{}#{}k-{id}", c.key, CHUNK >> 10);
                 let k = key.as_str();
+                let external = |e: StorageError| parquet::errors::ParquetError::External(Box::new(e));
                 let file = c
                     .disk
                     .get_or_fetch(k, |dest| async move {
-                        let bytes = self.objects.get_range(&self.path, start..end).await.map_err(|e| get_fail(k, e))?;
+                        self.breaker.check(k)?;
+                        let got = self.objects.get_range(&self.path, start..end).await;
+                        self.breaker.note(&got);
+                        let bytes = got.map_err(|e| get_fail(k, e))?;
+                        if bytes.len() as u64 != end - start {
+                            return Err(read_fail(k, format!("{} bytes came for {}", bytes.len(), end - start)));
+                        }
                         std::fs::write(&dest, &bytes).map_err(|e| read_fail(k, e))
                     })
                     .await
-                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                    .map_err(external)?;
+                // A cut-short copy (a crash between write and rename) is dropped and fetched
+                // again by the next read.
+                if file.metadata().map_or(0, |m| m.len()) != end - start {
+                    c.disk.remove(k);
+                    return Err(external(read_fail(k, "the cached chunk is cut short; dropped")));
+                }
                 Ok::<_, parquet::errors::ParquetError>((id, file))
             })
             .buffer_unordered(CHUNK_FETCHES)
@@ -347,7 +414,10 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         async move {
             match &self.chunks {
                 Some(c) => Ok(self.cached_ranges(c, std::slice::from_ref(&range)).await?.remove(0)),
-                None => self.objects.get_range(&self.path, range).await.map_err(parquet_err),
+                None => {
+                    self.gate()?;
+                    self.noted(self.objects.get_range(&self.path, range).await)
+                }
             }
         }
         .boxed()
@@ -360,7 +430,10 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         async move {
             match &self.chunks {
                 Some(c) => self.cached_ranges(c, &ranges).await,
-                None => self.objects.get_ranges(&self.path, &ranges).await.map_err(parquet_err),
+                None => {
+                    self.gate()?;
+                    self.noted(self.objects.get_ranges(&self.path, &ranges).await)
+                }
             }
         }
         .boxed()
@@ -374,10 +447,11 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
             // One request for the tail also tells the object's size.
             let options_get =
                 GetOptions { range: Some(GetRange::Suffix(FOOTER_PREFETCH as u64)), ..Default::default() };
-            let got = self.objects.get_opts(&self.path, options_get).await.map_err(parquet_err)?;
+            self.gate()?;
+            let got = self.noted(self.objects.get_opts(&self.path, options_get).await)?;
             let (size, start) = (got.meta.size, got.range.start);
             self.size = Some(size);
-            let bytes = got.bytes().await.map_err(parquet_err)?;
+            let bytes = self.noted(got.bytes().await)?;
             let hint = bytes.len();
             let tail = Tail { reader: self, start, bytes };
             let meta = parquet::file::metadata::ParquetMetaDataReader::new()
@@ -388,5 +462,35 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
             Ok(Arc::new(meta))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_opens_the_breaker_and_a_refusal_does_not() {
+        let b = Breaker::default();
+        assert!(b.check("k").is_ok());
+        let refused: Result<(), _> =
+            Err(object_store::Error::PermissionDenied { path: "k".into(), source: "no".into() });
+        b.note(&refused);
+        let missing: Result<(), _> = Err(object_store::Error::NotFound { path: "k".into(), source: "gone".into() });
+        b.note(&missing);
+        assert!(b.check("k").is_ok(), "denied and missing are answers, not an outage");
+        assert!(matches!(
+            get_fail("k", object_store::Error::PermissionDenied { path: "k".into(), source: "no".into() }),
+            StorageError::SegmentRead(_)
+        ));
+        let down: Result<(), _> =
+            Err(object_store::Error::Generic { store: "S3", source: "connection refused".into() });
+        b.note(&down);
+        let e = b.check("k").unwrap_err();
+        assert!(matches!(e, StorageError::Unreachable(_)), "{e}");
+        assert!(e.to_string().contains("not tried"), "{e}");
+        // It closes again once OPEN has passed.
+        *b.open_until.lock() = Some(std::time::Instant::now());
+        assert!(b.check("k").is_ok());
     }
 }

@@ -554,7 +554,8 @@ impl SegmentStore {
                 // Data pages come through the disk cache once the object's size is known.
                 let size = self.footers.lock().get(rel).map(|(_, size)| *size).filter(|s| *s > 0);
                 let chunks = size.map(|size| Chunks { disk: r.disk.clone(), key: rel.to_string(), size });
-                let input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size, chunks };
+                let breaker = r.breaker.clone();
+                let input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size, chunks, breaker };
                 let stream = configure(ParquetRecordBatchStreamBuilder::new_with_metadata(input, meta), plan)
                     .build()
                     .map_err(|e| StorageError::read(rel, &e))?;
@@ -580,8 +581,13 @@ impl SegmentStore {
                 (ArrowReaderMetadata::load(&file, options).map_err(|e| err(&e))?, 0)
             }
             Backend::Remote(r) => {
-                let mut input =
-                    ObjectReader { objects: r.objects.clone(), path: r.path(rel), size: None, chunks: None };
+                let mut input = ObjectReader {
+                    objects: r.objects.clone(),
+                    path: r.path(rel),
+                    size: None,
+                    chunks: None,
+                    breaker: r.breaker.clone(),
+                };
                 let m = r
                     .block(ArrowReaderMetadata::load_async(&mut input, options))
                     .map_err(|e| StorageError::read(rel, &e))?;
