@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod correlate;
 pub mod metrics;
 pub mod peers;
+pub mod promname;
 pub mod query;
 pub mod schema;
 pub mod signal;
