@@ -306,13 +306,18 @@ const CHUNK_FETCHES: usize = 8;
 const FOOTER_PREFETCH: usize = 256 << 10;
 
 fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    external(e)
+}
+
+/// Any error as parquet's, kept whole for [`StorageError::read`] to classify.
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> parquet::errors::ParquetError {
     parquet::errors::ParquetError::External(Box::new(e))
 }
 
 impl ObjectReader {
     /// Refuses a read while the breaker is open (see [`Breaker`]).
     fn gate(&self) -> parquet::errors::Result<()> {
-        self.breaker.check(self.path.as_ref()).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        self.breaker.check(self.path.as_ref()).map_err(external)
     }
 
     /// `r`, noted by the breaker.
@@ -344,7 +349,6 @@ impl ObjectReader {
                 // these chunks as its own.
                 let key = format!("{}#{}k-{id}", c.key, CHUNK >> 10);
                 let k = key.as_str();
-                let external = |e: StorageError| parquet::errors::ParquetError::External(Box::new(e));
                 let file = c
                     .disk
                     .get_or_fetch(k, |dest| async move {
@@ -379,8 +383,7 @@ impl ObjectReader {
                 let upto = ((id + 1) * CHUNK).min(r.end);
                 let file = files.get(&id).ok_or_else(|| bad(r))?;
                 let into = &mut buf[(at - r.start) as usize..(upto - r.start) as usize];
-                std::os::unix::fs::FileExt::read_exact_at(file, into, at - id * CHUNK)
-                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+                std::os::unix::fs::FileExt::read_exact_at(file, into, at - id * CHUNK).map_err(external)?;
                 at = upto;
             }
             out.push(Bytes::from(buf));

@@ -83,7 +83,7 @@ pub struct SegmentStore {
     backend: Backend,
     /// Parsed footers (with page indexes) of recently read segments: segments never change,
     /// and a point read should not parse the footer again.
-    footers: Arc<Mutex<HashMap<String, (ArrowReaderMetadata, u64)>>>,
+    footers: Arc<Mutex<HashMap<String, Footer>>>,
     /// Decoded rows that reads come back to.
     cache: Arc<RowCache>,
 }
@@ -114,6 +114,9 @@ pub enum IndexFiles {
     /// A bundle (see [`crate::bundle`]) in the disk cache, opened.
     Bundle(File),
 }
+
+/// A parsed footer and, on object storage, its object's size (which its read learned).
+type Footer = (ArrowReaderMetadata, Option<u64>);
 
 /// At most this many parsed footers are kept.
 const FOOTER_CACHE: usize = 1024;
@@ -552,7 +555,7 @@ impl SegmentStore {
             }
             Backend::Remote(r) => {
                 // Data pages come through the disk cache once the object's size is known.
-                let size = self.footers.lock().get(rel).map(|(_, size)| *size).filter(|s| *s > 0);
+                let size = self.footers.lock().get(rel).and_then(|(_, size)| *size);
                 let chunks = size.map(|size| Chunks { disk: r.disk.clone(), key: rel.to_string(), size });
                 let breaker = r.breaker.clone();
                 let input = ObjectReader { objects: r.objects.clone(), path: r.path(rel), size, chunks, breaker };
@@ -578,7 +581,7 @@ impl SegmentStore {
         let (m, size) = match &self.backend {
             Backend::Local(root) => {
                 let file = File::open(root.join(rel)).map_err(|e| err(&e))?;
-                (ArrowReaderMetadata::load(&file, options).map_err(|e| err(&e))?, 0)
+                (ArrowReaderMetadata::load(&file, options).map_err(|e| err(&e))?, None)
             }
             Backend::Remote(r) => {
                 let mut input = ObjectReader {
@@ -591,7 +594,7 @@ impl SegmentStore {
                 let m = r
                     .block(ArrowReaderMetadata::load_async(&mut input, options))
                     .map_err(|e| StorageError::read(rel, &e))?;
-                (m, input.size.unwrap_or(0))
+                (m, input.size)
             }
         };
         let mut cache = self.footers.lock();
